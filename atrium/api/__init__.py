@@ -1,0 +1,1 @@
+"""Control-plane REST routers (thin: parse, call a service, answer)."""

@@ -1,0 +1,70 @@
+"""Every error leaves as OpenAI's JSON error shape; nothing leaves as HTML or a bare 500."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from atrium.core.errors import AtriumError, InvalidRequestError, NotFoundError, status_of
+
+log = logging.getLogger("atrium.api")
+
+
+def error_response(error: AtriumError) -> Response:
+    """The HTTP answer for an error."""
+    return Response(
+        orjson.dumps(error.to_openai()),
+        status_code=status_of(error),
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+async def _atrium(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AtriumError)
+    return error_response(exc)
+
+
+async def _validation(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+    param = ".".join(str(p) for p in first.get("loc", ()) if p not in ("body", "path", "query"))
+    return error_response(InvalidRequestError(str(first.get("msg")), param=param or None))
+
+
+async def _http(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFoundError("no such route", code="unknown_route"))
+    error = InvalidRequestError(str(exc.detail))
+    return Response(
+        orjson.dumps(error.to_openai()),
+        status_code=exc.status_code,
+        media_type="application/json",
+        headers=exc.headers,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug, not bad input: log it (with the request id, never the body) and answer in shape.
+    log.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request.scope.get("state", {}).get("request_id"),
+        exc_info=exc,
+    )
+    error = AtriumError("internal error; the request id is in the x-request-id header")
+    return error_response(error)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every exception type once."""
+    app.add_exception_handler(AtriumError, _atrium)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)

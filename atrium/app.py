@@ -1,0 +1,173 @@
+"""The composition root: ``build_app(settings)`` wires one :class:`Platform`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from atrium import __version__
+from atrium.api.errors import install_error_handlers
+from atrium.api.health import health_router
+from atrium.api.keys import keys_router
+from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
+from atrium.core.settings import Settings
+from atrium.gateway.auth import KeyAuthenticator
+from atrium.gateway.limits import InProcessRateLimiter, Limits
+from atrium.gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from atrium.gateway.routes import inference_router, models_router
+from atrium.gateway.service import InferenceService
+from atrium.observability.metrics import GatewayMetrics
+from atrium.runtime.backends import default_factories
+from atrium.runtime.catalog import BackendFactory, ModelCatalog
+from atrium.store import Database
+from atrium.store.keys import ApiKeyRepository, Scope
+
+log = logging.getLogger("atrium")
+
+KeyAnnouncer = Callable[[str], None]
+
+
+def _announce_to_stderr(secret: str) -> None:
+    sys.stderr.write(
+        "\nCreated the first admin API key. It is shown only this once; keep it safe:\n\n"
+        f"    {secret}\n\n"
+        "Use it as the OpenAI API key (export ATRIUM_API_KEY=... for `atrium chat`).\n\n"
+    )
+
+
+@dataclass
+class Platform:
+    """Every service of one Atrium process, built from settings."""
+
+    settings: Settings
+    db: Database
+    keys: ApiKeyRepository
+    bus: EventBus
+    publisher: EventPublisher
+    catalog: ModelCatalog
+    auth: KeyAuthenticator
+    metrics: GatewayMetrics
+    inference: InferenceService
+    redis: aioredis.Redis | None = None
+    announce_key: KeyAnnouncer = _announce_to_stderr
+    _started: list[str] = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Migrate the store, make sure an admin key exists, start the bus and models."""
+        await self.db.migrate()
+        await self._bootstrap_key()
+        await self.bus.start()
+        await self.publisher.start()
+        await self.catalog.start()
+        log.info("atrium %s ready: %s", __version__, ", ".join(self.catalog.names()))
+
+    async def close(self) -> None:
+        """Stop in reverse order; each step runs even if an earlier one failed."""
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(self.db.close)
+            if self.redis is not None:
+                stack.push_async_callback(self.redis.aclose)
+            stack.push_async_callback(self.bus.close)
+            stack.push_async_callback(self.publisher.close)
+            stack.push_async_callback(self.catalog.close)
+
+    async def _bootstrap_key(self) -> None:
+        configured = self.settings.auth.bootstrap_key
+        if configured is not None:
+            secret = configured.get_secret_value()
+            if await self.keys.find_by_secret(secret) is None:
+                await self.keys.create(
+                    name="bootstrap admin", scopes={Scope.ADMIN, Scope.INFERENCE}, secret=secret
+                )
+            return
+        if await self.keys.count() == 0:
+            new = await self.keys.create(
+                name="bootstrap admin", scopes={Scope.ADMIN, Scope.INFERENCE}
+            )
+            self.announce_key(new.secret)
+
+
+def build_platform(
+    settings: Settings,
+    *,
+    factories: Mapping[str, BackendFactory] | None = None,
+    announce_key: KeyAnnouncer = _announce_to_stderr,
+) -> Platform:
+    """Build (but do not start) every service from settings."""
+    db = Database(settings.store_url, pool_size=settings.store.pool_size, echo=settings.store.echo)
+    keys = ApiKeyRepository(db, prefix=settings.auth.key_prefix)
+    redis_client: aioredis.Redis | None = None
+    bus: EventBus
+    if settings.bus.backend == "redis":
+        redis_client = aioredis.Redis.from_url(settings.redis.url)
+        bus = RedisStreamsEventBus(
+            redis_client,
+            stream_prefix=settings.bus.stream_prefix,
+            max_stream_length=settings.bus.max_stream_length,
+        )
+    else:
+        bus = InProcessEventBus()
+    publisher = EventPublisher(bus, max_queue_size=settings.bus.publish_queue)
+    catalog = ModelCatalog.from_settings(settings.models, factories or default_factories())
+    auth = KeyAuthenticator(keys, ttl=settings.auth.cache_ttl_seconds)
+    metrics = GatewayMetrics()
+    inference = InferenceService(
+        catalog=catalog,
+        auth=auth,
+        limiter=InProcessRateLimiter(),
+        metrics=metrics,
+        publisher=publisher,
+        default_limits=Limits(rpm=settings.limits.default_rpm, tpm=settings.limits.default_tpm),
+    )
+    return Platform(
+        settings=settings,
+        db=db,
+        keys=keys,
+        bus=bus,
+        publisher=publisher,
+        catalog=catalog,
+        auth=auth,
+        metrics=metrics,
+        inference=inference,
+        redis=redis_client,
+        announce_key=announce_key,
+    )
+
+
+def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
+    """The ASGI application: routers, error handlers and hot-path middleware."""
+    platform = platform or build_platform(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            await platform.start()
+            yield
+        finally:
+            await platform.close()
+
+    app = FastAPI(title="Atrium", version=__version__, lifespan=lifespan)
+    app.state.platform = platform
+    install_error_handlers(app)
+    app.include_router(inference_router(platform.inference))
+    app.include_router(models_router(platform.catalog, platform.auth))
+    app.include_router(keys_router(platform.keys, platform.auth))
+    app.include_router(
+        health_router(
+            platform.db,
+            platform.catalog,
+            platform.metrics,
+            platform.auth,
+            public_metrics=settings.server.public_metrics,
+        )
+    )
+    # Outermost last: the request id wraps everything, the size limit wraps the routes.
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,273 @@
+"""``atrium ...``: serve the platform, chat with a model, manage models and keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import httpx
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from atrium.core.errors import AtriumError
+from atrium.core.settings import Settings, load_settings
+from atrium.store import Database
+from atrium.store.keys import ApiKey, ApiKeyRepository, Scope
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Atrium: one door to every AI capability.", no_args_is_help=True)
+models_app = typer.Typer(help="Models the gateway serves.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (works on the store directly).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML settings file (default: atrium.yaml).")
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="ATRIUM_API_KEY", help="API key (or ATRIUM_API_KEY)."),
+]
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar="ATRIUM_URL", help="Atrium base URL (default: from settings)."),
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=1)
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        raise _fail(f"invalid settings: {exc}") from None
+
+
+def _base_url(settings: Settings, url: str | None) -> str:
+    if url:
+        return url.rstrip("/")
+    host = settings.server.host if settings.server.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104 - comparing, not binding
+    return f"http://{host}:{settings.server.port}"
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
+) -> None:
+    """Start the platform: gateway, admin API and models, in one process."""
+    # Imported here so that `atrium keys ...` does not load llama.cpp and onnxruntime.
+    import uvicorn
+
+    from atrium.app import build_app
+
+    settings = _settings(config)
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    uvicorn.run(
+        build_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level=settings.server.log_level,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def chat(
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model or alias.")] = "default",
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens to generate.")] = 256,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    api_key: ApiKeyOption = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Ask a model and stream its answer to the terminal."""
+    key = _require_key(api_key)
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True}
+    endpoint = f"{_base_url(_settings(config), url)}/v1/chat/completions"
+    try:
+        with httpx.stream("POST", endpoint, json=body, headers=_auth(key), timeout=300) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise _fail(_error_text(resp))
+            _print_stream(resp)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach Atrium at {endpoint}: {exc}") from None
+
+
+def _print_stream(resp: httpx.Response) -> None:
+    for line in resp.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            break
+        chunk = json.loads(payload)
+        if "error" in chunk:
+            sys.stdout.write("\n")
+            raise _fail(chunk["error"]["message"])
+        for choice in chunk.get("choices", []):
+            sys.stdout.write(choice.get("delta", {}).get("content") or "")
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+@models_app.command("list")
+def models_list(
+    api_key: ApiKeyOption = None, url: UrlOption = None, config: ConfigOption = None
+) -> None:
+    """List the models and aliases the server offers to this key."""
+    key = _require_key(api_key)
+    endpoint = f"{_base_url(_settings(config), url)}/v1/models"
+    try:
+        resp = httpx.get(endpoint, headers=_auth(key), timeout=30)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach Atrium at {endpoint}: {exc}") from None
+    if resp.status_code >= 400:
+        raise _fail(_error_text(resp))
+    table = Table("model", "owned by")
+    for model in resp.json()["data"]:
+        table.add_row(model["id"], model["owned_by"])
+    out.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="What the key is for.")],
+    owner: Annotated[str, typer.Option(help="Who owns it.")] = "",
+    scope: Annotated[list[Scope] | None, typer.Option(help="Scopes (repeatable).")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Allowed models (repeatable).")] = None,
+    rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
+    expires: Annotated[
+        datetime | None, typer.Option(help="Expiry (ISO 8601, UTC if no offset).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key and print it once."""
+    expires_at = expires.astimezone() if expires and expires.tzinfo is None else expires
+
+    async def create(repo: ApiKeyRepository) -> str:
+        new = await repo.create(
+            name=name,
+            owner=owner,
+            scopes=scope or [Scope.INFERENCE],
+            allowed_models=model,
+            rpm=rpm,
+            tpm=tpm,
+            expires_at=expires_at,
+        )
+        return new.secret
+
+    secret = _with_keys(config, create)
+    out.print("Key created. It is shown only this once:")
+    out.print(secret, highlight=False, soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(config: ConfigOption = None) -> None:
+    """List keys (never their secrets)."""
+    records = _with_keys(config, lambda repo: repo.list())
+    table = Table("id", "name", "owner", "prefix", "scopes", "models", "rpm", "tpm", "status")
+    for key in records:
+        table.add_row(
+            key.id,
+            key.name,
+            key.owner,
+            key.display_prefix + "…",
+            ",".join(sorted(key.scopes)),
+            ",".join(sorted(key.allowed_models)) if key.allowed_models is not None else "all",
+            str(key.rpm or "-"),
+            str(key.tpm or "-"),
+            _status(key),
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `atrium keys list`).")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke a key; requests with it are refused from then on."""
+    record = _with_keys(config, lambda repo: repo.revoke(key_id))
+    out.print(f"revoked {record.id} ({record.name})")
+
+
+def _status(key: ApiKey) -> str:
+    if key.revoked_at is not None:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= datetime.now(key.expires_at.tzinfo):
+        return "expired"
+    return "active"
+
+
+def _with_keys(config: Path | None, work: Callable[[ApiKeyRepository], Awaitable[T]]) -> T:
+    settings = _settings(config)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> T:
+        db = Database(settings.store_url)
+        try:
+            await db.migrate()
+            return await work(ApiKeyRepository(db, prefix=settings.auth.key_prefix))
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except AtriumError as exc:
+        raise _fail(exc.message) from None
+
+
+def _require_key(api_key: str | None) -> str:
+    if not api_key:
+        raise _fail("no API key: pass --api-key or set ATRIUM_API_KEY")
+    return api_key
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {key}"}
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body: Any = resp.json()
+        return f"{resp.status_code}: {body['error']['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"{resp.status_code}: {resp.text[:200]}"
+
+
+def main() -> None:
+    """Entry point of the ``atrium`` command."""
+    app(prog_name="atrium")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: auth, limits, the inference service and its routes."""

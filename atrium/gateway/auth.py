@@ -1,0 +1,110 @@
+"""API key authentication on the hot path, with a short per-process cache."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from atrium.core.errors import AuthenticationError, PermissionDeniedError
+from atrium.store.keys import ApiKey, ApiKeyRepository, Scope, hash_key
+
+_MAX_CACHED = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the verified key."""
+
+    key: ApiKey
+
+    @property
+    def key_id(self) -> str:
+        """The key's id (safe to log; never the secret)."""
+        return self.key.id
+
+    def require(self, scope: Scope) -> None:
+        """403 unless the key has ``scope``."""
+        if scope not in self.key.scopes:
+            msg = f"this API key lacks the {scope.value!r} scope"
+            raise PermissionDeniedError(msg)
+
+
+class KeyAuthenticator:
+    """Turns an ``Authorization: Bearer`` header into a :class:`Principal`.
+
+    Verified keys are cached by hash for ``ttl`` seconds so the store is not hit on
+    every request; revoking through this process drops the entry at once.
+    """
+
+    def __init__(self, keys: ApiKeyRepository, *, ttl: float) -> None:
+        self._keys = keys
+        self._ttl = ttl
+        self._cache: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller's principal, or 401 with the reason."""
+        secret = _bearer(authorization)
+        digest = hash_key(secret)
+        key = self._cached(digest) or await self._load(secret, digest)
+        now = datetime.now(UTC)
+        if key.revoked_at is not None:
+            msg = "this API key has been revoked"
+            raise AuthenticationError(msg, code="revoked_api_key")
+        if key.expires_at is not None and key.expires_at <= now:
+            msg = "this API key has expired"
+            raise AuthenticationError(msg, code="expired_api_key")
+        return Principal(key)
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from the cache (after a revoke or an update)."""
+        for digest in [d for d, (k, _) in self._cache.items() if k.id == key_id]:
+            del self._cache[digest]
+
+    def _cached(self, digest: str) -> ApiKey | None:
+        hit = self._cache.get(digest)
+        if hit is None:
+            return None
+        key, until = hit
+        if time.monotonic() >= until:
+            del self._cache[digest]
+            return None
+        return key
+
+    async def _load(self, secret: str, digest: str) -> ApiKey:
+        key = await self._keys.find_by_secret(secret)
+        if key is None:
+            msg = "Incorrect API key provided."
+            raise AuthenticationError(msg)
+        if self._ttl > 0:
+            self._cache[digest] = (key, time.monotonic() + self._ttl)
+            if len(self._cache) > _MAX_CACHED:
+                self._cache.popitem(last=False)
+        return key
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        msg = (
+            "You didn't provide an API key. Send it in the Authorization header "
+            "(Authorization: Bearer YOUR_KEY)."
+        )
+        raise AuthenticationError(msg, code="missing_api_key")
+    scheme, _, secret = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        msg = "The Authorization header must be 'Bearer YOUR_KEY'."
+        raise AuthenticationError(msg)
+    return secret.strip()
+
+
+def authorize_model(principal: Principal, requested: str, canonical: str) -> None:
+    """403 unless the key may use the model (by its canonical name or the alias asked)."""
+    principal.require(Scope.INFERENCE)
+    key = principal.key
+    if key.allowed_models is None:
+        return
+    if requested in key.allowed_models or canonical in key.allowed_models:
+        return
+    msg = f"this API key is not allowed to use the model {requested!r}"
+    raise PermissionDeniedError(msg, param="model", code="model_not_allowed")

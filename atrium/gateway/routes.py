@@ -1,0 +1,74 @@
+"""OpenAI-compatible routes: parse the HTTP request, call the service, answer."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from atrium.core.errors import ModelNotFoundError
+from atrium.core.http import json_response
+from atrium.gateway.auth import KeyAuthenticator
+from atrium.gateway.service import InferenceService, Sse
+from atrium.runtime.catalog import ModelCatalog
+from atrium.runtime.schema import JSON
+
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def _answer(result: JSON | Sse) -> Response:
+    if isinstance(result, dict):
+        return json_response(result)
+    return StreamingResponse(result, media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+def inference_router(service: InferenceService) -> APIRouter:
+    """``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings``."""
+    router = APIRouter(prefix="/v1", tags=["inference"])
+
+    @router.post("/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body = await request.body()
+        return _answer(await service.chat(request.headers.get("authorization"), body))
+
+    @router.post("/completions")
+    async def completions(request: Request) -> Response:
+        body = await request.body()
+        return _answer(await service.complete(request.headers.get("authorization"), body))
+
+    @router.post("/embeddings")
+    async def embeddings(request: Request) -> Response:
+        body = await request.body()
+        return json_response(await service.embed(request.headers.get("authorization"), body))
+
+    return router
+
+
+def models_router(catalog: ModelCatalog, auth: KeyAuthenticator) -> APIRouter:
+    """``GET /v1/models`` and ``GET /v1/models/{model}``: what the caller's key may use."""
+    router = APIRouter(prefix="/v1", tags=["inference"])
+
+    def describe(public: str) -> JSON:
+        entry = catalog.resolve(public)
+        return {"id": public, "object": "model", "created": entry.created, "owned_by": "atrium"}
+
+    @router.get("/models")
+    async def list_models(request: Request) -> Response:
+        principal = await auth.authenticate(request.headers.get("authorization"))
+        allowed = principal.key.allowed_models
+        names = [n for n in catalog.names() if allowed is None or _allowed(catalog, n, allowed)]
+        return json_response({"object": "list", "data": [describe(n) for n in names]})
+
+    @router.get("/models/{model:path}")
+    async def get_model(model: str, request: Request) -> Response:
+        principal = await auth.authenticate(request.headers.get("authorization"))
+        allowed = principal.key.allowed_models
+        if allowed is not None and not _allowed(catalog, model, allowed):
+            msg = f"the model {model!r} does not exist"
+            raise ModelNotFoundError(msg, param="model")
+        return json_response(describe(model))
+
+    return router
+
+
+def _allowed(catalog: ModelCatalog, public: str, allowed: frozenset[str]) -> bool:
+    return public in allowed or catalog.resolve(public).name in allowed

@@ -1,0 +1,250 @@
+"""The inference service behind the OpenAI-compatible routes.
+
+One path for every endpoint: authenticate, parse, resolve the model, authorize,
+reserve limits, call the backend, then record usage (metrics, limiter, events)
+off the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TypeVar
+
+import orjson
+from pydantic import BaseModel
+
+from atrium.bus import EventPublisher, RequestCompleted
+from atrium.core.errors import AtriumError, UnsupportedError, status_of
+from atrium.core.http import parse_body
+from atrium.gateway.auth import KeyAuthenticator, Principal, authorize_model
+from atrium.gateway.limits import Limits, RateLimiter, Reservation
+from atrium.observability.metrics import GatewayMetrics
+from atrium.runtime.base import Capability, StreamEvent
+from atrium.runtime.catalog import CatalogEntry, ModelCatalog
+from atrium.runtime.schema import (
+    JSON,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Usage,
+)
+
+R = TypeVar("R", bound=BaseModel)
+Sse = AsyncIterator[bytes]
+
+_DONE = b"data: [DONE]\n\n"
+# The status recorded for a stream the client closed before it ended (nginx's 499).
+CLIENT_CLOSED = 499
+
+
+class Endpoint(Enum):
+    """The inference endpoints, with the capability each needs."""
+
+    CHAT = ("chat.completions", Capability.CHAT)
+    COMPLETIONS = ("completions", Capability.COMPLETIONS)
+    EMBEDDINGS = ("embeddings", Capability.EMBEDDINGS)
+
+    @property
+    def label(self) -> str:
+        """The name used in metrics and events."""
+        return self.value[0]
+
+    @property
+    def capability(self) -> Capability:
+        """What the model must serve."""
+        return self.value[1]
+
+
+@dataclass(slots=True)
+class _Call:
+    """One request in flight."""
+
+    endpoint: Endpoint
+    started: float
+    principal: Principal | None = None
+    model: str = "unknown"
+    reservation: Reservation | None = None
+    stream: bool = False
+
+
+class InferenceService:
+    """Serves chat, completions and embeddings for authenticated callers."""
+
+    def __init__(
+        self,
+        *,
+        catalog: ModelCatalog,
+        auth: KeyAuthenticator,
+        limiter: RateLimiter,
+        metrics: GatewayMetrics,
+        publisher: EventPublisher,
+        default_limits: Limits,
+    ) -> None:
+        self._catalog = catalog
+        self._auth = auth
+        self._limiter = limiter
+        self._metrics = metrics
+        self._publisher = publisher
+        self._default_limits = default_limits
+
+    async def chat(self, authorization: str | None, body: bytes) -> JSON | Sse:
+        """``POST /v1/chat/completions``: a completion object or an SSE stream."""
+        call = _Call(Endpoint.CHAT, time.perf_counter())
+        return await self._guard(call, self._chat(call, authorization, body))
+
+    async def complete(self, authorization: str | None, body: bytes) -> JSON | Sse:
+        """``POST /v1/completions``."""
+        call = _Call(Endpoint.COMPLETIONS, time.perf_counter())
+        return await self._guard(call, self._complete(call, authorization, body))
+
+    async def embed(self, authorization: str | None, body: bytes) -> JSON:
+        """``POST /v1/embeddings``."""
+        call = _Call(Endpoint.EMBEDDINGS, time.perf_counter())
+        result = await self._guard(call, self._embed(call, authorization, body))
+        assert isinstance(result, dict)
+        return result
+
+    async def _chat(self, call: _Call, authorization: str | None, body: bytes) -> JSON | Sse:
+        request, entry = await self._admit(call, authorization, body, ChatCompletionRequest)
+        if request.tools and Capability.TOOLS not in entry.backend.capabilities:
+            msg = f"model {request.model!r} does not support tools"
+            raise UnsupportedError(msg, param="tools")
+        if request.stream:
+            events = entry.backend.chat_stream(request)
+            return await self._open_stream(call, events, include_usage=request.include_usage)
+        return self._finish(call, await entry.backend.chat(request))
+
+    async def _complete(self, call: _Call, authorization: str | None, body: bytes) -> JSON | Sse:
+        request, entry = await self._admit(call, authorization, body, CompletionRequest)
+        if request.stream:
+            events = entry.backend.complete_stream(request)
+            return await self._open_stream(call, events, include_usage=request.include_usage)
+        return self._finish(call, await entry.backend.complete(request))
+
+    async def _embed(self, call: _Call, authorization: str | None, body: bytes) -> JSON:
+        request, entry = await self._admit(call, authorization, body, EmbeddingRequest)
+        return self._finish(call, await entry.backend.embed(request))
+
+    async def _admit(
+        self, call: _Call, authorization: str | None, body: bytes, schema: type[R]
+    ) -> tuple[R, CatalogEntry]:
+        """Authenticate, parse, resolve, authorize and reserve: everything before the model."""
+        call.principal = await self._auth.authenticate(authorization)
+        request = parse_body(schema, body)
+        model_name: str = getattr(request, "model", "")
+        entry = self._catalog.resolve(model_name)
+        call.model = entry.name
+        call.stream = bool(getattr(request, "stream", False))
+        authorize_model(call.principal, model_name, entry.name)
+        self._check_capability(entry, call.endpoint, model_name)
+        call.reservation = self._limiter.reserve(
+            call.principal.key_id, self._limits_of(call.principal), _estimate(request)
+        )
+        self._metrics.in_flight.labels(call.model).inc()
+        return request, entry
+
+    def _check_capability(self, entry: CatalogEntry, endpoint: Endpoint, requested: str) -> None:
+        if endpoint.capability not in entry.backend.capabilities:
+            msg = f"model {requested!r} does not support {endpoint.label}"
+            raise UnsupportedError(msg, param="model")
+
+    def _limits_of(self, principal: Principal) -> Limits:
+        key = principal.key
+        return Limits(
+            rpm=key.rpm if key.rpm is not None else self._default_limits.rpm,
+            tpm=key.tpm if key.tpm is not None else self._default_limits.tpm,
+        )
+
+    async def _guard(self, call: _Call, work: Awaitable[JSON | Sse]) -> JSON | Sse:
+        """Record any failure before the answer starts, then let it propagate."""
+        try:
+            return await work
+        except AtriumError as exc:
+            self._record(call, status_of(exc), Usage())
+            raise
+
+    def _finish(self, call: _Call, body: JSON) -> JSON:
+        self._record(call, 200, Usage.from_openai(body.get("usage")))
+        return body
+
+    async def _open_stream(
+        self, call: _Call, events: AsyncIterator[StreamEvent], *, include_usage: bool
+    ) -> Sse:
+        """Wait for the first event, so that errors before it are plain HTTP errors."""
+        first = await anext(aiter(events), None)
+        self._metrics.ttft.labels(call.model, call.endpoint.label).observe(
+            time.perf_counter() - call.started
+        )
+        return self._sse(call, first, events, include_usage=include_usage)
+
+    async def _sse(
+        self,
+        call: _Call,
+        first: StreamEvent | None,
+        events: AsyncIterator[StreamEvent],
+        *,
+        include_usage: bool,
+    ) -> Sse:
+        usage, status = Usage(), CLIENT_CLOSED
+        try:
+            event = first
+            while event is not None:
+                if event.usage is not None:
+                    usage = event.usage
+                if include_usage or not event.usage_only:
+                    yield b"data: " + event.data + b"\n\n"
+                event = await anext(events, None)
+            status = 200
+            yield _DONE
+        except AtriumError as exc:
+            # Headers are sent: report the failure in-band, as OpenAI does.
+            status = status_of(exc)
+            yield b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
+        finally:
+            await _aclose(events)
+            self._record(call, status, usage)
+
+    def _record(self, call: _Call, status: int, usage: Usage) -> None:
+        """Metrics, limiter reconciliation and the request.completed event."""
+        seconds = time.perf_counter() - call.started
+        if call.reservation is not None:
+            self._limiter.reconcile(call.reservation, usage.total_tokens)
+            self._metrics.in_flight.labels(call.model).dec()
+        self._metrics.observe(
+            model=call.model,
+            endpoint=call.endpoint.label,
+            status=status,
+            seconds=seconds,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        )
+        self._publisher.publish_nowait(
+            RequestCompleted(
+                model=call.model,
+                key_id=call.principal.key_id if call.principal else None,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                latency_ms=seconds * 1000.0,
+                status=status,
+                stream=call.stream,
+                endpoint=call.endpoint.label,
+            )
+        )
+
+
+def _estimate(request: BaseModel) -> int:
+    """Tokens a request may use, before the model has counted them (4 characters a token)."""
+    chars: Callable[[], int] = getattr(request, "prompt_chars", lambda: 0)
+    limit: int | None = getattr(request, "token_limit", None)
+    n: int = getattr(request, "n", 1)
+    return math.ceil(chars() / 4) + (limit or 0) * n
+
+
+async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
+    close: Callable[[], Awaitable[None]] | None = getattr(events, "aclose", None)
+    if close is not None:
+        await close()

@@ -1,0 +1,5 @@
+"""Metrics (and later tracing and alerting)."""
+
+from atrium.observability.metrics import GatewayMetrics
+
+__all__ = ["GatewayMetrics"]

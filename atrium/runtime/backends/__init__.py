@@ -1,0 +1,52 @@
+"""Model backends, each chosen by the ``backend`` field of a model's settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+
+from atrium.core.settings import LlamaCppModel, ModelSpec, OnnxEmbeddingModel, OpenAICompatModel
+from atrium.runtime.backends.llamacpp import LlamaCppBackend
+from atrium.runtime.backends.onnx_embedding import OnnxEmbeddingBackend
+from atrium.runtime.backends.openai_compat import OpenAICompatBackend, build_client
+from atrium.runtime.base import ModelBackend
+from atrium.runtime.catalog import BackendFactory
+
+__all__ = [
+    "LlamaCppBackend",
+    "OnnxEmbeddingBackend",
+    "OpenAICompatBackend",
+    "default_factories",
+]
+
+ClientFactory = Callable[[OpenAICompatModel], httpx.AsyncClient]
+
+
+def _llamacpp(name: str, spec: ModelSpec) -> ModelBackend:
+    assert isinstance(spec, LlamaCppModel)
+    return LlamaCppBackend(name, spec)
+
+
+def _onnx_embedding(name: str, spec: ModelSpec) -> ModelBackend:
+    assert isinstance(spec, OnnxEmbeddingModel)
+    return OnnxEmbeddingBackend(name, spec)
+
+
+def default_factories(client_factory: ClientFactory | None = None) -> dict[str, BackendFactory]:
+    """One factory per backend kind.
+
+    ``client_factory`` lets tests hand the upstream backends a client over any
+    transport (the transport is the seam, never a patch).
+    """
+    make_client = client_factory or build_client
+
+    def openai_compat(name: str, spec: ModelSpec) -> ModelBackend:
+        assert isinstance(spec, OpenAICompatModel)
+        return OpenAICompatBackend(name, spec, make_client(spec))
+
+    return {
+        "llamacpp": _llamacpp,
+        "onnx_embedding": _onnx_embedding,
+        "openai_compat": openai_compat,
+    }

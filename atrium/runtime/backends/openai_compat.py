@@ -1,0 +1,167 @@
+"""Any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp server, TGI, OpenAI)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from atrium.core.errors import (
+    UpstreamError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+from atrium.core.settings import OpenAICompatModel
+from atrium.runtime.base import BackendBase, Capability, Health, StreamEvent
+from atrium.runtime.schema import (
+    JSON,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Usage,
+)
+
+_JSON_HEADERS = {"content-type": "application/json"}
+# Upstream statuses passed on to the caller as they are; anything else is our failure.
+_PASS_THROUGH = frozenset({400, 404, 409, 413, 422, 429})
+
+
+def build_client(spec: OpenAICompatModel) -> httpx.AsyncClient:
+    """A pooled client for one upstream, with the spec's timeouts and credentials."""
+    headers = {}
+    if spec.api_key is not None:
+        headers["authorization"] = f"Bearer {spec.api_key.get_secret_value()}"
+    return httpx.AsyncClient(
+        base_url=str(spec.base_url).rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(spec.timeout_seconds, connect=spec.connect_timeout_seconds),
+        limits=httpx.Limits(
+            max_connections=spec.max_connections,
+            max_keepalive_connections=spec.max_connections,
+        ),
+    )
+
+
+class OpenAICompatBackend(BackendBase):
+    """Forwards requests to an upstream and streams its answers through unbuffered."""
+
+    def __init__(
+        self, name: str, spec: OpenAICompatModel, client: httpx.AsyncClient | None = None
+    ) -> None:
+        self.name = name
+        self.capabilities = frozenset(Capability(c) for c in spec.capabilities)
+        self._upstream_model = spec.upstream_model or name
+        self._client = client or build_client(spec)
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    def _body(self, request: Any, *, stream: bool) -> bytes:
+        body: JSON = request.model_dump(exclude_unset=True)
+        body["model"] = self._upstream_model
+        if stream:
+            # Always ask for usage: limits and metrics need it. The final usage chunk
+            # reaches the client only if it asked (StreamEvent.usage_only).
+            body["stream"] = True
+            body["stream_options"] = {**body.get("stream_options", {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    async def chat(self, request: ChatCompletionRequest) -> JSON:
+        """Forward a chat completion."""
+        return await self._post("/chat/completions", self._body(request, stream=False))
+
+    def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[StreamEvent]:
+        """Forward a streamed chat completion chunk by chunk."""
+        return self._stream("/chat/completions", self._body(request, stream=True))
+
+    async def complete(self, request: CompletionRequest) -> JSON:
+        """Forward a text completion."""
+        return await self._post("/completions", self._body(request, stream=False))
+
+    def complete_stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        """Forward a streamed text completion chunk by chunk."""
+        return self._stream("/completions", self._body(request, stream=True))
+
+    async def embed(self, request: EmbeddingRequest) -> JSON:
+        """Forward an embeddings request."""
+        if Capability.EMBEDDINGS not in self.capabilities:
+            raise self._unsupported(Capability.EMBEDDINGS)
+        return await self._post("/embeddings", self._body(request, stream=False))
+
+    async def health(self) -> Health:
+        """Ready when the upstream answers ``GET /models``."""
+        try:
+            response = await self._client.get("/models", timeout=5.0)
+        except httpx.HTTPError as exc:
+            return Health(ready=False, detail=f"{type(exc).__name__} reaching upstream")
+        if response.status_code >= 500:
+            return Health(ready=False, detail=f"upstream answered {response.status_code}")
+        return Health(ready=True)
+
+    async def _post(self, path: str, body: bytes) -> JSON:
+        try:
+            response = await self._client.post(path, content=body, headers=_JSON_HEADERS)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        if response.status_code >= 400:
+            raise self._status_error(response)
+        try:
+            result: JSON = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            msg = f"upstream for {self.name!r} answered with invalid JSON"
+            raise UpstreamError(msg) from exc
+        return result
+
+    async def _stream(self, path: str, body: bytes) -> AsyncIterator[StreamEvent]:
+        request = self._client.build_request("POST", path, content=body, headers=_JSON_HEADERS)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise self._status_error(response)
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                yield _event(payload.encode())
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
+        finally:
+            await response.aclose()
+
+    def _transport_error(self, exc: httpx.HTTPError) -> UpstreamError:
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeoutError(f"upstream for {self.name!r} timed out")
+        return UpstreamError(f"upstream for {self.name!r} failed: {type(exc).__name__}")
+
+    def _status_error(self, response: httpx.Response) -> UpstreamError | UpstreamStatusError:
+        status = response.status_code
+        if status not in _PASS_THROUGH:
+            return UpstreamError(f"upstream for {self.name!r} answered {status}")
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = {}
+        headers = {}
+        if "retry-after" in response.headers:
+            headers["retry-after"] = response.headers["retry-after"]
+        return UpstreamStatusError(status, body if isinstance(body, dict) else {}, headers)
+
+
+def _event(data: bytes) -> StreamEvent:
+    """Wrap one upstream chunk, reading usage only from chunks that carry it."""
+    if b'"usage"' not in data:
+        return StreamEvent(data)
+    chunk = orjson.loads(data)
+    usage = chunk.get("usage")
+    if not usage:
+        return StreamEvent(data)
+    return StreamEvent(data, Usage.from_openai(usage), usage_only=not chunk.get("choices"))

@@ -1,0 +1,82 @@
+"""The model catalog: public names and aliases -> running backends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from atrium.core.errors import ModelNotFoundError
+from atrium.core.settings import ModelSpec
+from atrium.runtime.base import Capability, Health, ModelBackend
+
+BackendFactory = Callable[[str, ModelSpec], ModelBackend]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """One served model."""
+
+    name: str
+    aliases: tuple[str, ...]
+    backend: ModelBackend
+    created: int
+
+
+class ModelCatalog:
+    """Resolves a requested model name (or alias) to its backend."""
+
+    def __init__(self, entries: list[CatalogEntry]) -> None:
+        self._entries = {e.name: e for e in entries}
+        self._by_public: dict[str, CatalogEntry] = {}
+        for entry in entries:
+            for public in (entry.name, *entry.aliases):
+                self._by_public[public] = entry
+
+    @classmethod
+    def from_settings(
+        cls, models: Mapping[str, ModelSpec], factories: Mapping[str, BackendFactory]
+    ) -> ModelCatalog:
+        """Build a backend for each configured model with the factory its kind names."""
+        now = int(time.time())
+        entries = [
+            CatalogEntry(name, tuple(spec.aliases), factories[spec.backend](name, spec), now)
+            for name, spec in models.items()
+        ]
+        return cls(entries)
+
+    def resolve(self, public: str) -> CatalogEntry:
+        """The entry for a name or alias, or 404 ``model_not_found``."""
+        entry = self._by_public.get(public)
+        if entry is None:
+            msg = f"the model {public!r} does not exist"
+            raise ModelNotFoundError(msg, param="model")
+        return entry
+
+    def names(self) -> list[str]:
+        """Every public name, canonical names first, then aliases."""
+        canonical = list(self._entries)
+        return canonical + [p for p in self._by_public if p not in self._entries]
+
+    def entries(self) -> list[CatalogEntry]:
+        """Every served model."""
+        return list(self._entries.values())
+
+    def supports(self, public: str, capability: Capability) -> bool:
+        """Whether a (known) model serves a capability."""
+        return capability in self.resolve(public).backend.capabilities
+
+    async def start(self) -> None:
+        """Start every backend concurrently."""
+        await asyncio.gather(*(e.backend.start() for e in self._entries.values()))
+
+    async def close(self) -> None:
+        """Close every backend."""
+        await asyncio.gather(*(e.backend.close() for e in self._entries.values()))
+
+    async def health(self) -> dict[str, Health]:
+        """Each model's readiness."""
+        names = list(self._entries)
+        results = await asyncio.gather(*(self._entries[n].backend.health() for n in names))
+        return dict(zip(names, results, strict=True))

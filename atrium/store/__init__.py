@@ -1,0 +1,24 @@
+"""The relational store: the database handle, ORM tables, migrations and repositories."""
+
+from atrium.store.db import Database
+from atrium.store.keys import (
+    ApiKey,
+    ApiKeyRepository,
+    NewKey,
+    Scope,
+    generate_secret,
+    hash_key,
+)
+from atrium.store.tables import ApiKeyRow, Base
+
+__all__ = [
+    "ApiKey",
+    "ApiKeyRepository",
+    "ApiKeyRow",
+    "Base",
+    "Database",
+    "NewKey",
+    "Scope",
+    "generate_secret",
+    "hash_key",
+]

@@ -1,0 +1,89 @@
+"""Fixtures for the store: a migrated Database on SQLite and on real PostgreSQL.
+
+PostgreSQL must run at 127.0.0.1:5432 with trust auth for user ``postgres``. One
+throwaway database is created per test session and dropped at the end; its
+schema is emptied after every test so that each one starts from nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from atrium.store import Database
+
+PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+
+
+async def _run_autocommit(database: str, *statements: str) -> None:
+    engine = create_async_engine(f"{PG_SERVER}/{database}", isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            for statement in statements:
+                await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """The URL of a fresh PostgreSQL database, dropped when the session ends."""
+    name = f"atrium_test_{secrets.token_hex(6)}"
+    await _run_autocommit("postgres", f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        await _run_autocommit("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest_asyncio.fixture
+async def empty_postgres_url(postgres_url: str) -> AsyncIterator[str]:
+    """The session's PostgreSQL database, emptied again after the test."""
+    yield postgres_url
+    name = postgres_url.rsplit("/", 1)[1]
+    await _run_autocommit(name, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for each backend; PostgreSQL is only touched when asked for."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atrium.db'}"
+    url: str = request.getfixturevalue("empty_postgres_url")
+    return url
+
+
+@pytest_asyncio.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A migrated Database, closed after the test."""
+    db = Database(database_url, pool_size=2)
+    try:
+        await db.migrate()
+        yield db
+    finally:
+        await db.close()
+
+
+class StepClock:
+    """A clock that moves one second forward each time it is read."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        current = self.now
+        self.now += timedelta(seconds=1)
+        return current
+
+
+@pytest.fixture
+def clock() -> Callable[[], datetime]:
+    """A deterministic clock starting at 2030-01-01T00:00:00Z."""
+    return StepClock(datetime(2030, 1, 1, tzinfo=UTC))

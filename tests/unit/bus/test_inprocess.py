@@ -1,0 +1,233 @@
+"""InProcessEventBus: fan-out across groups, competing consumers, retries, and event shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from atrium.bus import Event, EventBus, InProcessEventBus, RequestCompleted
+
+TIMEOUT_S = 5.0
+
+
+def completed(n: int = 0) -> RequestCompleted:
+    return RequestCompleted(
+        model="smollm2",
+        key_id=f"key-{n}",
+        prompt_tokens=n,
+        completion_tokens=2 * n,
+        latency_ms=12.5,
+        status=200,
+        stream=False,
+        endpoint="chat.completions",
+    )
+
+
+class Collector:
+    """A handler that records what it gets and signals once it has ``expected`` events."""
+
+    def __init__(self, expected: int = 1) -> None:
+        self.events: list[RequestCompleted] = []
+        self.expected = expected
+        self.done = asyncio.Event()
+
+    async def __call__(self, event: RequestCompleted) -> None:
+        self.events.append(event)
+        if len(self.events) >= self.expected:
+            self.done.set()
+
+    async def wait(self) -> None:
+        await asyncio.wait_for(self.done.wait(), TIMEOUT_S)
+
+
+@pytest.fixture
+async def bus() -> AsyncIterator[InProcessEventBus]:
+    bus = InProcessEventBus(retry_backoff_s=0.0)
+    await bus.start()
+    yield bus
+    await bus.close()
+
+
+def test_implements_protocol(bus: InProcessEventBus) -> None:
+    assert isinstance(bus, EventBus)
+
+
+async def test_round_trip_keeps_every_field(bus: InProcessEventBus) -> None:
+    got = Collector()
+    await bus.subscribe(RequestCompleted, "audit", "c1", got)
+    sent = completed(7)
+
+    message_id = await bus.publish(sent)
+
+    await got.wait()
+    assert message_id
+    assert got.events == [sent]
+    assert got.events[0].model_dump() == sent.model_dump()
+
+
+async def test_every_group_gets_every_event(bus: InProcessEventBus) -> None:
+    audit, usage = Collector(3), Collector(3)
+    await bus.subscribe(RequestCompleted, "audit", "c1", audit)
+    await bus.subscribe(RequestCompleted, "usage", "c1", usage)
+    sent = [completed(n) for n in range(3)]
+
+    for event in sent:
+        await bus.publish(event)
+
+    await audit.wait()
+    await usage.wait()
+    assert audit.events == sent
+    assert usage.events == sent
+
+
+async def test_consumers_in_a_group_split_events_without_loss_or_duplicates(
+    bus: InProcessEventBus,
+) -> None:
+    total = 200
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    all_in = asyncio.Event()
+    b_started = asyncio.Event()
+
+    def handler_for(name: str) -> Callable[[RequestCompleted], Awaitable[None]]:
+        async def handle(event: RequestCompleted) -> None:
+            if name == "a" and not seen["a"]:
+                # Hold consumer a on its first event until b has one: proves the split.
+                await asyncio.wait_for(b_started.wait(), TIMEOUT_S)
+            seen[name].append(event.id)
+            if name == "b":
+                b_started.set()
+            if len(seen["a"]) + len(seen["b"]) == total:
+                all_in.set()
+
+        return handle
+
+    await bus.subscribe(RequestCompleted, "usage", "a", handler_for("a"))
+    await bus.subscribe(RequestCompleted, "usage", "b", handler_for("b"))
+    sent = [completed(n) for n in range(total)]
+    for event in sent:
+        await bus.publish(event)
+
+    await asyncio.wait_for(all_in.wait(), TIMEOUT_S)
+    received = seen["a"] + seen["b"]
+    assert len(received) == len(set(received)) == total
+    assert set(received) == {event.id for event in sent}
+    assert seen["a"]
+    assert seen["b"]
+
+
+async def test_failed_handler_is_retried_then_succeeds(bus: InProcessEventBus) -> None:
+    attempts: list[str] = []
+    done = asyncio.Event()
+
+    async def flaky(event: RequestCompleted) -> None:
+        attempts.append(event.id)
+        if len(attempts) == 1:
+            raise RuntimeError("transient")
+        done.set()
+
+    await bus.subscribe(RequestCompleted, "audit", "c1", flaky)
+    sent = completed()
+    await bus.publish(sent)
+
+    await asyncio.wait_for(done.wait(), TIMEOUT_S)
+    assert attempts == [sent.id, sent.id]
+
+
+async def test_always_failing_event_is_dropped_after_bounded_attempts(
+    bus: InProcessEventBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts: list[str] = []
+    later = asyncio.Event()
+    poison, good = completed(1), completed(2)
+
+    async def handler(event: RequestCompleted) -> None:
+        attempts.append(event.id)
+        if event.id == poison.id:
+            raise RuntimeError("always")
+        later.set()
+
+    await bus.subscribe(RequestCompleted, "audit", "c1", handler)
+    await bus.publish(poison)
+    await bus.publish(good)
+
+    await asyncio.wait_for(later.wait(), TIMEOUT_S)
+    assert attempts == [poison.id] * 3 + [good.id]
+    assert any("after 3 failed attempts" in r.getMessage() for r in caplog.records)
+
+
+async def test_stopped_consumer_gives_its_event_back_to_the_group(bus: InProcessEventBus) -> None:
+    entered = asyncio.Event()
+
+    async def stuck(event: RequestCompleted) -> None:
+        entered.set()
+        await asyncio.Event().wait()  # never acks
+
+    first = await bus.subscribe(RequestCompleted, "audit", "c1", stuck)
+    sent = completed()
+    await bus.publish(sent)
+    await asyncio.wait_for(entered.wait(), TIMEOUT_S)
+
+    await first.stop()
+    got = Collector()
+    await bus.subscribe(RequestCompleted, "audit", "c2", got)
+
+    await got.wait()
+    assert got.events == [sent]
+
+
+async def test_group_gets_only_events_published_after_it_exists(bus: InProcessEventBus) -> None:
+    before, after = completed(1), completed(2)
+    await bus.publish(before)
+    got = Collector()
+    await bus.subscribe(RequestCompleted, "audit", "c1", got)
+
+    await bus.publish(after)
+
+    await got.wait()
+    assert got.events == [after]
+
+
+async def test_close_stops_subscriptions(bus: InProcessEventBus) -> None:
+    subscription = await bus.subscribe(RequestCompleted, "audit", "c1", Collector())
+    await bus.close()
+    await subscription.stop()  # idempotent after close
+
+
+async def test_subscribing_to_an_event_without_a_type_fails(bus: InProcessEventBus) -> None:
+    with pytest.raises(TypeError, match="does not set"):
+        await bus.subscribe(Event, "audit", "c1", Collector())  # type: ignore[arg-type]
+
+
+def test_request_completed_carries_no_content() -> None:
+    payload = json.loads(completed().model_dump_json())
+    assert set(payload) == {
+        "id",
+        "occurred_at",
+        "model",
+        "key_id",
+        "prompt_tokens",
+        "completion_tokens",
+        "latency_ms",
+        "status",
+        "stream",
+        "endpoint",
+    }
+    assert not any(name in payload for name in ("prompt", "completion", "messages", "input"))
+
+
+def test_event_defaults_and_utc() -> None:
+    first, second = completed(), completed()
+    assert first.id != second.id
+    assert len(first.id) == 32
+    assert first.occurred_at.tzinfo is UTC
+    assert RequestCompleted.type == "request.completed"
+    assert RequestCompleted.version == 1
+    naive = datetime(2026, 1, 2, 3, 4, 5)
+    plus_two = datetime(2026, 1, 2, 5, 4, 5, tzinfo=timezone(timedelta(hours=2)))
+    for stamp in (naive, plus_two):
+        event = RequestCompleted.model_validate({**completed().model_dump(), "occurred_at": stamp})
+        assert event.occurred_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
