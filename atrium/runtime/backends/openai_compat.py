@@ -29,13 +29,9 @@ _PASS_THROUGH = frozenset({400, 404, 409, 413, 422, 429})
 
 
 def build_client(spec: OpenAICompatModel) -> httpx.AsyncClient:
-    """A pooled client for one upstream, with the spec's timeouts and credentials."""
-    headers = {}
-    if spec.api_key is not None:
-        headers["authorization"] = f"Bearer {spec.api_key.get_secret_value()}"
+    """A pooled client for one upstream, with the spec's timeouts."""
     return httpx.AsyncClient(
         base_url=str(spec.base_url).rstrip("/"),
-        headers=headers,
         timeout=httpx.Timeout(spec.timeout_seconds, connect=spec.connect_timeout_seconds),
         limits=httpx.Limits(
             max_connections=spec.max_connections,
@@ -54,6 +50,9 @@ class OpenAICompatBackend(BackendBase):
         self.capabilities = frozenset(Capability(c) for c in spec.capabilities)
         self._upstream_model = spec.upstream_model or name
         self._client = client or build_client(spec)
+        self._headers = dict(_JSON_HEADERS)
+        if spec.api_key is not None:
+            self._headers["authorization"] = f"Bearer {spec.api_key.get_secret_value()}"
 
     async def close(self) -> None:
         """Close the connection pool."""
@@ -75,7 +74,8 @@ class OpenAICompatBackend(BackendBase):
 
     def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[StreamEvent]:
         """Forward a streamed chat completion chunk by chunk."""
-        return self._stream("/chat/completions", self._body(request, stream=True))
+        body = self._body(request, stream=True)
+        return self._stream("/chat/completions", body, _tokens_in(request.prompt_chars()))
 
     async def complete(self, request: CompletionRequest) -> JSON:
         """Forward a text completion."""
@@ -83,7 +83,8 @@ class OpenAICompatBackend(BackendBase):
 
     def complete_stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         """Forward a streamed text completion chunk by chunk."""
-        return self._stream("/completions", self._body(request, stream=True))
+        body = self._body(request, stream=True)
+        return self._stream("/completions", body, _tokens_in(request.prompt_chars()))
 
     async def embed(self, request: EmbeddingRequest) -> JSON:
         """Forward an embeddings request."""
@@ -94,7 +95,7 @@ class OpenAICompatBackend(BackendBase):
     async def health(self) -> Health:
         """Ready when the upstream answers ``GET /models``."""
         try:
-            response = await self._client.get("/models", timeout=5.0)
+            response = await self._client.get("/models", headers=self._headers, timeout=5.0)
         except httpx.HTTPError as exc:
             return Health(ready=False, detail=f"{type(exc).__name__} reaching upstream")
         if response.status_code >= 500:
@@ -103,7 +104,7 @@ class OpenAICompatBackend(BackendBase):
 
     async def _post(self, path: str, body: bytes) -> JSON:
         try:
-            response = await self._client.post(path, content=body, headers=_JSON_HEADERS)
+            response = await self._client.post(path, content=body, headers=self._headers)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         if response.status_code >= 400:
@@ -115,12 +116,15 @@ class OpenAICompatBackend(BackendBase):
             raise UpstreamError(msg) from exc
         return result
 
-    async def _stream(self, path: str, body: bytes) -> AsyncIterator[StreamEvent]:
-        request = self._client.build_request("POST", path, content=body, headers=_JSON_HEADERS)
+    async def _stream(
+        self, path: str, body: bytes, prompt_estimate: int
+    ) -> AsyncIterator[StreamEvent]:
+        request = self._client.build_request("POST", path, content=body, headers=self._headers)
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
+        tally = _Tally()
         try:
             if response.status_code >= 400:
                 await response.aread()
@@ -131,11 +135,13 @@ class OpenAICompatBackend(BackendBase):
                 payload = line[5:].strip()
                 if payload == "[DONE]":
                     break
-                yield _event(payload.encode())
+                yield tally.see(_event(payload.encode()))
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         finally:
             await response.aclose()
+        if not tally.usage_seen:
+            yield tally.estimated_usage(prompt_estimate)
 
     def _transport_error(self, exc: httpx.HTTPError) -> UpstreamError:
         if isinstance(exc, httpx.TimeoutException):
@@ -154,6 +160,39 @@ class OpenAICompatBackend(BackendBase):
         if "retry-after" in response.headers:
             headers["retry-after"] = response.headers["retry-after"]
         return UpstreamStatusError(status, body if isinstance(body, dict) else {}, headers)
+
+
+def _tokens_in(chars: int) -> int:
+    return max(1, chars // 4)
+
+
+class _Tally:
+    """Counts a stream's chunks, for upstreams that ignore ``include_usage``."""
+
+    def __init__(self) -> None:
+        self.usage_seen = False
+        self.chunks = 0
+        self.last: bytes | None = None
+
+    def see(self, event: StreamEvent) -> StreamEvent:
+        self.usage_seen = self.usage_seen or event.usage is not None
+        self.chunks += 1
+        self.last = event.data
+        return event
+
+    def estimated_usage(self, prompt_tokens: int) -> StreamEvent:
+        """A final usage chunk: roughly one token per content chunk."""
+        last = orjson.loads(self.last) if self.last else {}
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=max(0, self.chunks - 2))
+        chunk = {
+            "id": last.get("id", ""),
+            "object": last.get("object", "chat.completion.chunk"),
+            "created": last.get("created", 0),
+            "model": last.get("model", ""),
+            "choices": [],
+            "usage": usage.to_openai(),
+        }
+        return StreamEvent(orjson.dumps(chunk), usage, usage_only=True)
 
 
 def _event(data: bytes) -> StreamEvent:

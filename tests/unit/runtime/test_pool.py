@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from atrium.core.errors import OverloadedError
+from atrium.runtime.pool import WorkerPool
+
+
+class Instance:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.busy = False
+
+    def work(self, gate: threading.Event) -> str:
+        assert not self.busy, "an instance ran two calls at once"
+        self.busy = True
+        try:
+            gate.wait(timeout=10)
+            return self.name
+        finally:
+            self.busy = False
+
+
+async def _wait_until(predicate: object, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():  # type: ignore[operator]
+            await asyncio.sleep(0.005)
+
+
+async def test_calls_beyond_workers_and_queue_fail_fast_with_503() -> None:
+    pool = WorkerPool("m", [Instance("a")], queue_limit=1)
+    gate = threading.Event()
+    running = asyncio.create_task(pool.run(lambda i: i.work(gate)))
+    queued = asyncio.create_task(pool.run(lambda i: i.work(gate)))
+    await _wait_until(lambda: pool.in_flight == 2)
+    with pytest.raises(OverloadedError) as refused:
+        await pool.run(lambda i: i.work(gate))
+    assert refused.value.status == 503
+    assert refused.value.headers == {"retry-after": "1"}
+    gate.set()
+    assert await running == "a"
+    assert await queued == "a"
+    assert pool.in_flight == 0
+    pool.close()
+
+
+async def test_each_instance_runs_one_call_at_a_time() -> None:
+    pool = WorkerPool("m", [Instance("a"), Instance("b")], queue_limit=10)
+    gate = threading.Event()
+    gate.set()
+    names = await asyncio.gather(*(pool.run(lambda i: i.work(gate)) for _ in range(12)))
+    assert set(names) <= {"a", "b"}
+    assert len(names) == 12
+    pool.close()
+
+
+async def test_a_cancelled_caller_does_not_free_a_busy_instance() -> None:
+    instance = Instance("a")
+    pool = WorkerPool("m", [instance], queue_limit=5)
+    gate = threading.Event()
+    first = asyncio.create_task(pool.run(lambda i: i.work(gate)))
+    await _wait_until(lambda: instance.busy)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The thread still holds the instance: a second call must wait for it, not share it
+    # (sharing would trip the assertion in Instance.work).
+    open_gate = threading.Event()
+    open_gate.set()
+    second = asyncio.create_task(pool.run(lambda i: i.work(open_gate)))
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    gate.set()
+    assert await second == "a"
+    pool.close()
+
+
+async def test_stream_yields_in_order_and_stops_the_thread_when_the_consumer_leaves() -> None:
+    pool: WorkerPool[Instance] = WorkerPool("m", [Instance("a")], queue_limit=0)
+    produced: list[int] = []
+    stopped = threading.Event()
+
+    def numbers(_: Instance, stop: threading.Event) -> Iterator[int]:
+        for n in range(10_000):
+            if stop.wait(0.001):
+                stopped.set()
+                return
+            produced.append(n)
+            yield n
+
+    got = []
+    async for n in pool.stream(numbers):
+        got.append(n)
+        if n == 4:
+            break
+    assert got == [0, 1, 2, 3, 4]
+    await asyncio.to_thread(stopped.wait, 5)
+    assert stopped.is_set()
+    await _wait_until(lambda: pool.in_flight == 0)
+    assert len(produced) < 10_000
+    # The instance is back: the next stream runs.
+    assert [n async for n in pool.stream(lambda _, __: iter([7]))] == [7]
+    pool.close()
+
+
+async def test_stream_errors_reach_the_consumer() -> None:
+    pool: WorkerPool[Instance] = WorkerPool("m", [Instance("a")], queue_limit=0)
+
+    def broken(_: Instance, __: threading.Event) -> Iterator[int]:
+        yield 1
+        raise ValueError("boom")
+
+    got = []
+    with pytest.raises(ValueError, match="boom"):
+        async for n in pool.stream(broken):
+            got.append(n)
+    assert got == [1]
+    await _wait_until(lambda: pool.in_flight == 0)
+    pool.close()
