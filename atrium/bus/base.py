@@ -120,11 +120,34 @@ class TaskSubscription:
 
     async def stop(self) -> None:
         """Cancel the delivery task and wait until it has ended."""
-        self._task.cancel()
-        # asyncio.wait does not raise the task's CancelledError, yet still lets a
-        # cancellation of stop() itself propagate.
-        await asyncio.wait([self._task])
+        await cancel_and_wait(self._task)
         self._on_stop(self)
+
+
+async def cancel_and_wait(task: asyncio.Task[None], *, recancel_after_s: float = 1.0) -> None:
+    """Cancel ``task`` and return once it has ended, however it ends.
+
+    On Python 3.11 ``asyncio.wait_for`` (which redis-py uses to send every
+    command) swallows a cancellation that arrives just as its inner call
+    completes. Loops that call ``raise_if_cancel_requested`` notice that at
+    their next step; for a task stuck elsewhere the cancellation is repeated.
+    """
+    while not task.done():
+        task.cancel()
+        # asyncio.wait does not raise the task's CancelledError, yet still lets a
+        # cancellation of the caller itself propagate.
+        await asyncio.wait([task], timeout=recancel_after_s)
+
+
+def raise_if_cancel_requested() -> None:
+    """Raise ``CancelledError`` if the current task was cancelled and carried on.
+
+    Background loops call this at each step to honour a cancellation that a
+    library swallowed (see ``cancel_and_wait``).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _log_task_crash(task: asyncio.Task[None]) -> None:
@@ -188,11 +211,11 @@ class EventPublisher:
         # bus is down; what is left over is counted as dropped.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), self._close_timeout_s)
-        task.cancel()
-        await asyncio.wait([task])
+        await cancel_and_wait(task)
 
     async def _drain(self) -> None:
         while True:
+            raise_if_cancel_requested()
             event = await self._queue.get()
             try:
                 await self._publish(event)

@@ -17,7 +17,15 @@ pass of a consumer first re-reads its own pending entries (``XREADGROUP`` at id
 every pass, at most about every ``block_ms`` when the stream is idle. There is no
 dead-letter stream yet: an entry whose handler always fails is retried forever.
 Entries that cannot be decoded (unknown type, bad JSON) are logged and acked,
-so a poison message cannot loop forever.
+so a poison message cannot loop forever. Decoding goes by the entry's ``type``
+through the event registry; ``v`` is carried for consumers and later migrations
+but not checked, since fields a reader does not know are ignored, which keeps
+adding a field compatible.
+
+A consumer re-reads only its own pending entries: entries left pending by a
+consumer name that never comes back stay in the PEL (claiming them with
+``XAUTOCLAIM`` belongs with the dead-letter stream, later). Use stable consumer
+names, e.g. the pod name.
 """
 
 from __future__ import annotations
@@ -32,7 +40,14 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError, ResponseError
 
-from atrium.bus.base import E, Event, Subscription, TaskSubscription, event_type_name
+from atrium.bus.base import (
+    E,
+    Event,
+    Subscription,
+    TaskSubscription,
+    event_type_name,
+    raise_if_cancel_requested,
+)
 from atrium.bus.events import EVENT_TYPES
 
 logger = logging.getLogger("atrium.bus")
@@ -56,6 +71,9 @@ class RedisStreamsEventBus:
         retry_delay_s: float = 1.0,
         event_types: Mapping[str, type[Event]] = EVENT_TYPES,
     ) -> None:
+        if block_ms < 1:
+            # BLOCK 0 waits forever, so failed entries would never be retried when idle.
+            raise ValueError("block_ms must be at least 1")
         self._redis = redis
         self._prefix = stream_prefix
         self._max_stream_length = max_stream_length
@@ -75,11 +93,12 @@ class RedisStreamsEventBus:
 
     async def close(self) -> None:
         """Stop every subscription; entries being handled stay pending for redelivery."""
-        for subscription in list(self._subscriptions):
-            await subscription.stop()
+        # Concurrently, so shutdown takes as long as the slowest stop, not the sum.
+        await asyncio.gather(*(sub.stop() for sub in list(self._subscriptions)))
 
     async def publish(self, event: Event) -> str:
         """``XADD`` ``event`` to its type's stream; returns the stream entry id."""
+        # Typed loosely because redis-py wants an invariant dict of its own unions.
         fields: dict[Any, Any] = {
             "type": event.type,
             "v": str(event.version),
@@ -218,6 +237,7 @@ class _StreamConsumer(Generic[E]):
             last_id = _text(entries[-1][0])
 
     async def _read(self, after: str, *, block: int | None) -> list[tuple[Any, Any]]:
+        raise_if_cancel_requested()
         spec = self._spec
         response = await self._redis.xreadgroup(
             spec.group, spec.consumer, {spec.stream: after}, count=spec.batch, block=block

@@ -60,27 +60,38 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(0.01)
 
 
-@pytest.fixture
-async def redis() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(host="127.0.0.1", port=6379)
+CLIENTS = {
+    "resp2": {"protocol": 2},
+    "resp3": {"protocol": 3},
+    "resp3-decoded": {"protocol": 3, "decode_responses": True},
+}
+
+
+# Every test runs with each reply shape the bus may be handed: RESP2 and RESP3
+# nest XREADGROUP replies differently, and decode_responses turns bytes into str.
+@pytest.fixture(params=list(CLIENTS.values()), ids=list(CLIENTS))
+async def redis(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis(host="127.0.0.1", port=6379, **request.param)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"atrium-test:{uuid4().hex}:"
+async def prefix(redis: aioredis.Redis) -> AsyncIterator[str]:
+    """A stream prefix of this test's own; its keys are deleted afterwards."""
+    prefix = f"atrium-test:{uuid4().hex}:"
+    yield prefix
+    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
+    if keys:
+        await redis.delete(*keys)
 
 
 @pytest.fixture
 async def bus(redis: aioredis.Redis, prefix: str) -> AsyncIterator[RedisStreamsEventBus]:
-    bus = RedisStreamsEventBus(redis, stream_prefix=prefix, block_ms=100, retry_delay_s=0.01)
+    bus = RedisStreamsEventBus(redis, stream_prefix=prefix, block_ms=20, retry_delay_s=0.01)
     await bus.start()
     yield bus
     await bus.close()
-    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
 
 
 async def pending(redis: aioredis.Redis, bus: RedisStreamsEventBus, group: str) -> int:
@@ -110,12 +121,16 @@ async def test_entry_wire_format_has_no_content(
 ) -> None:
     await bus.publish(completed(3))
 
-    [(_, fields)] = await redis.xrange(bus.stream_name(TOPIC))
+    entries = await redis.xrange(bus.stream_name(TOPIC))
+    assert entries is not None
+    [(_, raw)] = entries
+    assert raw is not None
+    fields = {_text(key): _text(value) for key, value in raw.items()}
 
-    assert set(fields) == {b"type", b"v", b"data"}
-    assert fields[b"type"] == b"request.completed"
-    assert fields[b"v"] == b"1"
-    data = json.loads(fields[b"data"])
+    assert set(fields) == {"type", "v", "data"}
+    assert fields["type"] == "request.completed"
+    assert fields["v"] == "1"
+    data = json.loads(fields["data"])
     assert data["prompt_tokens"] == 3
     assert not any(name in data for name in ("prompt", "completion", "messages", "input"))
 
@@ -218,12 +233,10 @@ async def test_entry_of_a_stopped_consumer_is_redelivered_when_it_returns(
 
 async def test_stream_length_stays_bounded(redis: aioredis.Redis, prefix: str) -> None:
     bus = RedisStreamsEventBus(redis, stream_prefix=prefix, max_stream_length=100)
-    try:
-        for n in range(1000):
-            await bus.publish(completed(n))
-        length = await redis.xlen(bus.stream_name(TOPIC))
-    finally:
-        await redis.delete(bus.stream_name(TOPIC))
+    for n in range(1000):
+        await bus.publish(completed(n))
+
+    length = await redis.xlen(bus.stream_name(TOPIC))
 
     # Approximate trimming removes whole radix-tree nodes (100 entries each by
     # default), so the stream keeps at least 100 and at most about one node more.
@@ -303,14 +316,21 @@ async def test_subscribing_to_an_unregistered_event_type_fails(
         await bus.subscribe(Unregistered, "audit", "c1", handler)
 
 
-async def test_close_leaves_the_client_open(redis: aioredis.Redis, prefix: str) -> None:
+async def test_close_stops_consumers_and_leaves_the_client_open(
+    redis: aioredis.Redis, prefix: str
+) -> None:
     bus = RedisStreamsEventBus(redis, stream_prefix=prefix, block_ms=100)
-    await bus.subscribe(RequestCompleted, "audit", "c1", Collector())
+    await bus.subscribe(RequestCompleted, "audit", "closing", Collector())
+
     await bus.close()
 
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "atrium.bus.audit.closing"]
     assert await redis.ping()
-    await redis.delete(bus.stream_name(TOPIC))
 
 
 async def _is_zero(count: Awaitable[int]) -> bool:
     return await count == 0
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

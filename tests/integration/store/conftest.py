@@ -7,48 +7,14 @@ schema is emptied after every test so that each one starts from nothing.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from atrium.store import Database
-
-PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
-
-
-async def _run_autocommit(database: str, *statements: str) -> None:
-    engine = create_async_engine(f"{PG_SERVER}/{database}", isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as conn:
-            for statement in statements:
-                await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def postgres_url() -> AsyncIterator[str]:
-    """The URL of a fresh PostgreSQL database, dropped when the session ends."""
-    name = f"atrium_test_{secrets.token_hex(6)}"
-    await _run_autocommit("postgres", f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        await _run_autocommit("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest_asyncio.fixture
-async def empty_postgres_url(postgres_url: str) -> AsyncIterator[str]:
-    """The session's PostgreSQL database, emptied again after the test."""
-    yield postgres_url
-    name = postgres_url.rsplit("/", 1)[1]
-    await _run_autocommit(name, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

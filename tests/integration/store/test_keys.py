@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Connection
@@ -46,14 +49,14 @@ async def _revision(database: Database) -> str | None:
 
 
 async def test_migrate_twice_is_a_no_op(database: Database) -> None:
+    key = (await ApiKeyRepository(database).create(name="kept")).record
     await database.migrate()
+    assert await ApiKeyRepository(database).list() == [key]
     assert await _revision(database) == "0001"
     assert {"api_keys", "alembic_version"} <= await _table_names(database)
 
 
 async def test_migration_matches_the_orm_tables(database: Database) -> None:
-    from alembic.autogenerate import compare_metadata
-
     async with database.engine.connect() as conn:
         diff = await conn.run_sync(
             lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
@@ -72,15 +75,43 @@ async def test_downgrade_drops_the_table_and_upgrade_restores_it(database: Datab
     assert "api_keys" in await _table_names(database)
 
 
+MIGRATE_IN_A_NEW_PROCESS = """
+import asyncio, sys
+from atrium.store import Database
+
+async def main() -> None:
+    db = Database(sys.argv[1], pool_size=1)
+    try:
+        await db.migrate()
+    finally:
+        await db.close()
+
+asyncio.run(main())
+"""
+
+
 async def test_replicas_migrating_at_once_on_postgresql_all_succeed(
     empty_postgres_url: str,
 ) -> None:
-    replicas = [Database(empty_postgres_url, pool_size=1) for _ in range(4)]
+    # Separate processes, as API replicas are: the advisory lock has to serialise them.
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            MIGRATE_IN_A_NEW_PROCESS,
+            empty_postgres_url,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    async with asyncio.timeout(60):
+        results = [await process.communicate() for process in processes]
+    assert [process.returncode for process in processes] == [0] * 4, results
+    db = Database(empty_postgres_url)
     try:
-        await asyncio.gather(*(db.migrate() for db in replicas))
-        assert await _revision(replicas[0]) == "0001"
+        assert await _revision(db) == "0001"
     finally:
-        await asyncio.gather(*(db.close() for db in replicas))
+        await db.close()
 
 
 async def test_ping(database: Database) -> None:
@@ -322,8 +353,6 @@ async def test_allows_model(repo: ApiKeyRepository) -> None:
 
 
 async def test_to_public_is_json_safe_and_has_no_secret_or_hash(repo: ApiKeyRepository) -> None:
-    import json
-
     new = await repo.create(
         name="pub", scopes={Scope.INFERENCE, Scope.ADMIN}, allowed_models={"b", "a"}
     )

@@ -192,8 +192,11 @@ async def test_group_gets_only_events_published_after_it_exists(bus: InProcessEv
 
 
 async def test_close_stops_subscriptions(bus: InProcessEventBus) -> None:
-    subscription = await bus.subscribe(RequestCompleted, "audit", "c1", Collector())
+    subscription = await bus.subscribe(RequestCompleted, "audit", "closing", Collector())
+
     await bus.close()
+
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "atrium.bus.audit.closing"]
     await subscription.stop()  # idempotent after close
 
 

@@ -1,0 +1,453 @@
+"""Tokens per second of the bundled SmolLM2 through Atrium vs llama-cpp-python in process.
+
+``atrium serve`` runs the bundled GGUF (one worker); this process loads the same
+GGUF with the same ``n_ctx`` and thread count once the server is ready. Then the
+same chat request (temperature 0, fixed seed, ``max_tokens``) runs N times on each
+side, interleaved (direct, gateway, direct, gateway, ...) so that only one model
+generates at any moment. tokens/s = completion tokens / wall time of the whole
+request (for streams: until the last chunk is read).
+
+Run: ``.venv/bin/python bench/local_inference.py`` (``--help`` for the knobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from _common import (
+    REPO,
+    WORK_DIR,
+    AtriumServer,
+    JSONDict,
+    atrium_server,
+    connect,
+    exit_cleanly_on_sigterm,
+    machine_facts,
+    markdown_table,
+    ms,
+    package_version,
+    rss_mib,
+    thread_count,
+    write_results,
+)
+
+NAME = "local_inference"
+MODEL = "smollm2-135m"
+CHAT_PATH = "/v1/chat/completions"
+TARGET_RATIO = 0.95
+# A prompt this model answers at length: generation runs to max_tokens, not to EOS.
+DEFAULT_PROMPT = (
+    "Write a long, detailed story about a lighthouse keeper and the sea. Use many paragraphs."
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Command-line settings."""
+
+    runs: int
+    warmup: int
+    max_tokens: int
+    n_ctx: int
+    n_threads: int
+    seed: int
+    prompt: str
+    pause_s: float
+
+
+def parse_options() -> Options:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per side and mode")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per side and mode")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument(
+        "--n-threads", type=int, default=os.cpu_count() or 1, help="default: every CPU"
+    )
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--prompt", default=DEFAULT_PROMPT)
+    parser.add_argument(
+        "--pause", type=float, default=0.5, help="seconds of quiet between runs (threads settle)"
+    )
+    args = parser.parse_args()
+    return Options(
+        runs=args.runs,
+        warmup=args.warmup,
+        max_tokens=args.max_tokens,
+        n_ctx=args.n_ctx,
+        n_threads=args.n_threads,
+        seed=args.seed,
+        prompt=args.prompt,
+        pause_s=args.pause,
+    )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One timed request: what came back and how long it took."""
+
+    seconds: float
+    completion_tokens: int
+    finish_reason: str | None
+    text: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Completion tokens over the wall time of the whole request."""
+        return self.completion_tokens / self.seconds
+
+
+Generate = Callable[[], Generation]
+
+
+def sampling(options: Options) -> JSONDict:
+    """The request's sampling settings, as Atrium hands them to llama.cpp."""
+    return {"max_tokens": options.max_tokens, "temperature": 0.0, "seed": options.seed}
+
+
+def messages(options: Options) -> list[JSONDict]:
+    """The conversation: one user message."""
+    return [{"role": "user", "content": options.prompt}]
+
+
+def is_token_chunk(chunk: JSONDict) -> bool:
+    """A streamed chunk that carries generated text (Atrium counts tokens the same way)."""
+    choices = chunk.get("choices") or []
+    return bool(choices and choices[0].get("delta", {}).get("content"))
+
+
+def chunk_text(chunk: JSONDict) -> str:
+    """The text a streamed chat chunk adds."""
+    choices = chunk.get("choices") or []
+    return str(choices[0].get("delta", {}).get("content") or "") if choices else ""
+
+
+def finish_reason(chunks: list[JSONDict]) -> str | None:
+    """The last finish_reason a stream reported."""
+    reasons = [c["choices"][0].get("finish_reason") for c in chunks if c.get("choices")]
+    return next((r for r in reversed(reasons) if r), None)
+
+
+# -- direct, in process -------------------------------------------------------------
+
+
+def load_direct(gguf: Path, options: Options) -> Any:
+    """The same instance Atrium's llama.cpp backend builds (see ``LlamaCppBackend._load``)."""
+    from llama_cpp import Llama
+
+    return Llama(
+        model_path=str(gguf),
+        n_ctx=options.n_ctx,
+        n_threads=options.n_threads,
+        n_threads_batch=options.n_threads,
+        verbose=False,
+    )
+
+
+def direct_call(llm: Any, options: Options) -> Generation:
+    """``create_chat_completion`` in this process."""
+    started = time.perf_counter()
+    result = llm.create_chat_completion(messages=messages(options), stop=[], **sampling(options))
+    seconds = time.perf_counter() - started
+    choice = result["choices"][0]
+    return Generation(
+        seconds,
+        result["usage"]["completion_tokens"],
+        choice["finish_reason"],
+        choice["message"]["content"] or "",
+    )
+
+
+def direct_stream(llm: Any, options: Options) -> Generation:
+    """``create_chat_completion(stream=True)``, iterating the generator to its end."""
+    started = time.perf_counter()
+    chunks = list(
+        cast(
+            "Iterator[JSONDict]",
+            llm.create_chat_completion(
+                messages=messages(options), stop=[], stream=True, **sampling(options)
+            ),
+        )
+    )
+    seconds = time.perf_counter() - started
+    tokens = sum(1 for c in chunks if is_token_chunk(c))
+    return Generation(
+        seconds, tokens, finish_reason(chunks), "".join(chunk_text(c) for c in chunks)
+    )
+
+
+# -- through the gateway ------------------------------------------------------------
+
+
+def gateway_body(options: Options, *, stream: bool) -> bytes:
+    """The same request as the direct call, as OpenAI JSON."""
+    body: JSONDict = {"model": MODEL, "messages": messages(options), **sampling(options)}
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return json.dumps(body).encode()
+
+
+def gateway_post(server: AtriumServer, body: bytes) -> tuple[float, bytes]:
+    """POST a chat completion and read the whole answer; seconds and body."""
+    headers = {"content-type": "application/json", "authorization": f"Bearer {server.key}"}
+    conn = connect(server.port, timeout=600)
+    try:
+        started = time.perf_counter()
+        conn.request("POST", CHAT_PATH, body, headers)
+        response = conn.getresponse()
+        data = response.read()
+        seconds = time.perf_counter() - started
+    finally:
+        conn.close()
+    if response.status != 200:
+        msg = f"gateway answered {response.status}: {data[:300]!r}"
+        raise RuntimeError(msg)
+    return seconds, data
+
+
+def gateway_call(server: AtriumServer, options: Options) -> Generation:
+    """A non-streaming chat completion through Atrium."""
+    seconds, data = gateway_post(server, gateway_body(options, stream=False))
+    result = json.loads(data)
+    choice = result["choices"][0]
+    return Generation(
+        seconds,
+        result["usage"]["completion_tokens"],
+        choice["finish_reason"],
+        choice["message"]["content"] or "",
+    )
+
+
+def gateway_stream(server: AtriumServer, options: Options) -> Generation:
+    """A streamed chat completion through Atrium, read to ``[DONE]``."""
+    seconds, data = gateway_post(server, gateway_body(options, stream=True))
+    chunks = [
+        json.loads(line[5:])
+        for line in data.decode().splitlines()
+        if line.startswith("data:") and line[5:].strip() != "[DONE]"
+    ]
+    usage = next((c["usage"] for c in chunks if c.get("usage")), None)
+    if usage is None:
+        msg = "the gateway's stream carried no usage chunk"
+        raise RuntimeError(msg)
+    text = "".join(chunk_text(c) for c in chunks)
+    return Generation(seconds, usage["completion_tokens"], finish_reason(chunks), text)
+
+
+# -- the measurement ----------------------------------------------------------------
+
+
+def interleaved(
+    sides: dict[str, Generate], runs: int, warmup: int, pause_s: float
+) -> dict[str, list[Generation]]:
+    """Warm each side up, then alternate them run by run, pausing between runs."""
+    for _ in range(warmup):
+        for generate in sides.values():
+            generate()
+            time.sleep(pause_s)
+    results: dict[str, list[Generation]] = {name: [] for name in sides}
+    for _ in range(runs):
+        for name, generate in sides.items():
+            results[name].append(generate())
+            time.sleep(pause_s)
+    return results
+
+
+def describe(runs: list[Generation]) -> JSONDict:
+    """Median tokens/s and every run."""
+    rates = [g.tokens_per_s for g in runs]
+    return {
+        "median_tokens_per_s": round(statistics.median(rates), 2),
+        "min_tokens_per_s": round(min(rates), 2),
+        "max_tokens_per_s": round(max(rates), 2),
+        "runs": [
+            {
+                "seconds": round(g.seconds, 4),
+                "completion_tokens": g.completion_tokens,
+                "tokens_per_s": round(g.tokens_per_s, 2),
+                "finish_reason": g.finish_reason,
+            }
+            for g in runs
+        ],
+    }
+
+
+def compare(results: dict[str, list[Generation]], max_tokens: int) -> JSONDict:
+    """Direct vs gateway for one mode, with the checks that make the ratio fair."""
+    direct, gateway = describe(results["direct"]), describe(results["gateway"])
+    every = results["direct"] + results["gateway"]
+    return {
+        "direct": direct,
+        "gateway": gateway,
+        "ratio_gateway_to_direct": round(
+            gateway["median_tokens_per_s"] / direct["median_tokens_per_s"], 4
+        ),
+        "completion_tokens": sorted({g.completion_tokens for g in every}),
+        "ran_to_max_tokens": all(g.completion_tokens == max_tokens for g in every),
+        "same_text_both_sides": len({g.text for g in every}) == 1,
+        "sample_text": every[0].text[:200],
+    }
+
+
+def measure(server: AtriumServer, llm: Any, options: Options) -> JSONDict:
+    """Non-streaming, then streaming, each interleaved."""
+    modes: dict[str, dict[str, Generate]] = {
+        "non_streaming": {
+            "direct": lambda: direct_call(llm, options),
+            "gateway": lambda: gateway_call(server, options),
+        },
+        "streaming": {
+            "direct": lambda: direct_stream(llm, options),
+            "gateway": lambda: gateway_stream(server, options),
+        },
+    }
+    result: JSONDict = {}
+    for mode, sides in modes.items():
+        print(f"{mode}: {options.runs} runs per side after {options.warmup} warm-up ...")
+        runs = interleaved(sides, options.runs, options.warmup, options.pause_s)
+        result[mode] = compare(runs, options.max_tokens)
+    return result
+
+
+# -- report -------------------------------------------------------------------------
+
+
+def render_markdown(data: JSONDict) -> str:
+    """The results as a Markdown table."""
+    settings, machine = data["settings"], data["machine"]
+    commit = (machine["atrium"]["commit"] or "unknown")[:12]
+    dirty = " (with local edits in atrium/)" if machine["atrium"]["atrium_dirty"] else ""
+    rows = []
+    for mode, label in (("non_streaming", "non-streaming"), ("streaming", "streaming")):
+        result = data["results"][mode]
+        ratio = result["ratio_gateway_to_direct"]
+        rows.append(
+            [
+                label,
+                ms(result["direct"]["median_tokens_per_s"], 1),
+                ms(result["gateway"]["median_tokens_per_s"], 1),
+                f"{ratio:.3f}",
+                "met" if ratio >= TARGET_RATIO else "**missed**",
+                ", ".join(str(t) for t in result["completion_tokens"]),
+            ]
+        )
+    return "\n".join(
+        [
+            f"Local inference, {machine['timestamp_utc']}: {machine['cpu_model']}, "
+            f"{machine['cpu_count']} cores, Python {machine['python']}, "
+            f"llama-cpp-python {machine['llama_cpp_python']}, atrium {commit}{dirty}.",
+            "",
+            f"{settings['gguf_file']}, n_ctx {settings['n_ctx']}, {settings['n_threads']} "
+            f"threads, max_tokens {settings['max_tokens']}, temperature 0, seed "
+            f"{settings['seed']}; median of {settings['runs']} interleaved runs per side "
+            f"after {settings['warmup']} warm-up. tokens/s = completion tokens / wall time "
+            "of the whole request.",
+            "",
+            markdown_table(
+                [
+                    "mode",
+                    "direct tokens/s",
+                    "through Atrium tokens/s",
+                    "ratio",
+                    f"target >= {TARGET_RATIO}",
+                    "completion tokens",
+                ],
+                rows,
+            ),
+        ]
+    )
+
+
+# -- main ---------------------------------------------------------------------------
+
+
+def bundled_gguf() -> Path:
+    """The GGUF Atrium serves by default, found the way Atrium finds it."""
+    from atrium.runtime.backends.llamacpp import bundled_gguf as atrium_bundled_gguf
+
+    return atrium_bundled_gguf()
+
+
+def run(options: Options) -> JSONDict:
+    """Start the server, then load the direct model, then measure; stop everything."""
+    gguf = bundled_gguf()
+    model_spec = {
+        "backend": "llamacpp",
+        "path": str(gguf),
+        "n_ctx": options.n_ctx,
+        "n_threads": options.n_threads,
+        "workers": 1,
+    }
+    server = AtriumServer(WORK_DIR / NAME / "atrium", {MODEL: model_spec})
+    with atrium_server(server):
+        print(f"atrium serve on {server.port} (pid {server.pid}), model loaded", flush=True)
+        memory: JSONDict = {
+            "server_rss_mib": rss_mib(server.pid),
+            "server_threads": thread_count(server.pid),
+            "bench_rss_mib_before_load": rss_mib(os.getpid()),
+        }
+        # Loaded only now: the server's instance is idle while this one loads.
+        llm = load_direct(gguf, options)
+        memory["bench_rss_mib_after_load"] = rss_mib(os.getpid())
+        memory["bench_threads"] = thread_count(os.getpid())
+        results = measure(server, llm, options)
+        memory["server_rss_mib_end"] = rss_mib(server.pid)
+        del llm
+    return {
+        "benchmark": NAME,
+        "machine": machine_facts(llama_cpp_python=package_version("llama-cpp-python")),
+        "settings": {
+            **asdict(options),
+            "model": MODEL,
+            "gguf": str(gguf),
+            "gguf_file": gguf.name,
+            "gguf_bytes": gguf.stat().st_size,
+            "endpoint": CHAT_PATH,
+            "atrium_model_config": model_spec,
+            "direct": "llama_cpp.Llama(model_path, n_ctx, n_threads, n_threads_batch, "
+            "verbose=False).create_chat_completion(messages, stop=[], max_tokens, "
+            "temperature=0, seed)",
+            "order": "per mode: warm-up of each side, then direct, gateway, direct, gateway, ...",
+            "streaming_tokens": "gateway: the usage chunk (stream_options.include_usage); "
+            "direct: chunks carrying content (the rule Atrium counts by)",
+        },
+        "memory_and_threads": memory,
+        "results": results,
+        "target": {
+            "ratio_at_least": TARGET_RATIO,
+            "met": all(r["ratio_gateway_to_direct"] >= TARGET_RATIO for r in results.values()),
+        },
+    }
+
+
+def main() -> None:
+    """Run the benchmark, write the results and print the table."""
+    exit_cleanly_on_sigterm()
+    options = parse_options()
+    data = run(options)
+    for mode, result in data["results"].items():
+        if not result["ran_to_max_tokens"]:
+            print(f"note: {mode} stopped before max_tokens: {result['completion_tokens']}")
+    markdown = render_markdown(data)
+    json_path, md_path = write_results(NAME, data, markdown)
+    print()
+    print(markdown)
+    print(f"\nwrote {json_path.relative_to(REPO)} and {md_path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

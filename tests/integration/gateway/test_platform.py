@@ -1,0 +1,151 @@
+"""The whole platform in process, on SQLite + in-process bus and on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from atrium.app import Platform, build_app, build_platform
+from atrium.bus import RequestCompleted
+from atrium.core.settings import LlamaCppModel, OnnxEmbeddingModel, Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ADMIN_KEY = "atr-" + "a" * 40
+PROMPT = "Tell me about the secret merger of Zyxo Corp."
+
+
+@dataclass
+class Running:
+    platform: Platform
+    client: httpx.AsyncClient
+    events: Collected
+
+
+class Collected:
+    """Events a test subscription received."""
+
+    def __init__(self) -> None:
+        self.items: list[RequestCompleted] = []
+        self._changed = asyncio.Condition()
+
+    async def add(self, event: RequestCompleted) -> None:
+        async with self._changed:
+            self.items.append(event)
+            self._changed.notify_all()
+
+    async def wait_for(self, count: int) -> list[RequestCompleted]:
+        async with asyncio.timeout(10), self._changed:
+            await self._changed.wait_for(lambda: len(self.items) >= count)
+        return self.items
+
+
+def _settings(tmp_path: Path, store_url: str | None, bus: str, prefix: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path,
+        store={"url": store_url},  # type: ignore[arg-type]
+        bus={"backend": bus, "stream_prefix": prefix},  # type: ignore[arg-type]
+        auth={"bootstrap_key": ADMIN_KEY, "cache_ttl_seconds": 0},  # type: ignore[arg-type]
+        models={
+            "smol": LlamaCppModel(n_ctx=512, aliases=["default"]),
+            "minilm": OnnxEmbeddingModel(),
+        },
+    )
+
+
+@pytest.fixture(params=["sqlite+inprocess", "postgresql+redis"])
+def backends(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Settings, str]:
+    prefix = f"atrium-test-{secrets.token_hex(4)}:"
+    if request.param == "sqlite+inprocess":
+        return _settings(tmp_path, None, "inprocess", prefix), request.param
+    url: str = request.getfixturevalue("empty_postgres_url")
+    return _settings(tmp_path, url, "redis", prefix), request.param
+
+
+@pytest_asyncio.fixture
+async def running(backends: tuple[Settings, str]) -> AsyncIterator[Running]:
+    settings, _ = backends
+    platform = build_platform(settings, announce_key=lambda _: None)
+    app = build_app(settings, platform)
+    await platform.start()
+    events = Collected()
+    subscription = await platform.bus.subscribe(RequestCompleted, "test", "c1", events.add)
+    transport = httpx.ASGITransport(app)
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://atrium", headers=headers
+        ) as client:
+            yield Running(platform, client, events)
+    finally:
+        await subscription.stop()
+        await platform.close()
+        if settings.bus.backend == "redis":
+            cleanup = aioredis.Redis.from_url(settings.redis.url)
+            keys = [k async for k in cleanup.scan_iter(match=f"{settings.bus.stream_prefix}*")]
+            if keys:
+                await cleanup.delete(*keys)
+            await cleanup.aclose()
+
+
+async def test_keys_chat_and_events_work_on_both_backends(running: Running) -> None:
+    created = await running.client.post(
+        "/v1/admin/keys", json={"name": "team", "allowed_models": ["default"], "rpm": 5}
+    )
+    assert created.status_code == 201
+    key = created.json()["key"]
+    user = {"authorization": f"Bearer {key}"}
+
+    chat = await running.client.post(
+        "/v1/chat/completions",
+        headers=user,
+        json={
+            "model": "default",
+            "messages": [{"role": "user", "content": PROMPT}],
+            "max_tokens": 4,
+        },
+    )
+    assert chat.status_code == 200, chat.text
+    usage = chat.json()["usage"]
+
+    denied = await running.client.post(
+        "/v1/embeddings", headers=user, json={"model": "minilm", "input": "x"}
+    )
+    assert denied.status_code == 403
+
+    revoked = await running.client.delete(f"/v1/admin/keys/{created.json()['id']}")
+    assert revoked.status_code == 200
+    after = await running.client.post(
+        "/v1/chat/completions",
+        headers=user,
+        json={"model": "default", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert after.status_code == 401
+    assert after.json()["error"]["code"] == "revoked_api_key"
+
+    events = await running.events.wait_for(3)
+    assert sorted(e.status for e in events) == [200, 401, 403]
+    ok = next(e for e in events if e.status == 200)
+    assert ok.model == "smol"
+    assert ok.key_id == created.json()["id"]
+    assert ok.endpoint == "chat.completions"
+    assert ok.prompt_tokens == usage["prompt_tokens"]
+    assert ok.completion_tokens == usage["completion_tokens"]
+    assert ok.latency_ms > 0
+    assert all("Zyxo" not in e.model_dump_json() for e in events)
+
+
+async def test_readiness_reports_store_and_models(running: Running) -> None:
+    ready = await running.client.get("/readyz")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["store"] == "ok"
+    assert set(body["models"]) == {"smol", "minilm"}
