@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -82,8 +82,8 @@ def _chat(**fields: object) -> ChatCompletionRequest:
 
 
 @pytest.fixture
-def seen() -> Iterator[list[httpx.Request]]:
-    yield []
+def seen() -> list[httpx.Request]:
+    return []
 
 
 async def test_chat_forwards_the_body_with_the_upstream_model_name(

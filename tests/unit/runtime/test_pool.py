@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -25,9 +25,10 @@ class Instance:
             self.busy = False
 
 
-async def _wait_until(predicate: object, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():  # type: ignore[operator]
+async def _wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll state that worker threads change (there is no event to wait on), with a deadline."""
+    async with asyncio.timeout(5):
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 
 
@@ -114,10 +115,14 @@ async def test_stream_errors_reach_the_consumer() -> None:
         yield 1
         raise ValueError("boom")
 
-    got = []
-    with pytest.raises(ValueError, match="boom"):
-        async for n in pool.stream(broken):
+    got: list[int] = []
+
+    async def consume(items: AsyncIterator[int]) -> None:
+        async for n in items:
             got.append(n)
+
+    with pytest.raises(ValueError, match="boom"):
+        await consume(pool.stream(broken))
     assert got == [1]
     await _wait_until(lambda: pool.in_flight == 0)
     pool.close()
