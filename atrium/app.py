@@ -6,7 +6,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -56,7 +56,6 @@ class Platform:
     inference: InferenceService
     redis: aioredis.Redis | None = None
     announce_key: KeyAnnouncer = _announce_to_stderr
-    _started: list[str] = field(default_factory=list)
 
     async def start(self) -> None:
         """Migrate the store, make sure an admin key exists, start the bus and models."""

@@ -132,9 +132,9 @@ class UpstreamStatusError(AtriumError):
     type = "upstream_error"
 
     def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
-        err = body.get("error") if isinstance(body.get("error"), dict) else {}
-        assert isinstance(err, dict)
-        super().__init__(str(err.get("message") or f"upstream answered {status}"), headers=headers)
+        err = body.get("error")
+        message = err.get("message") if isinstance(err, dict) else None
+        super().__init__(str(message or f"upstream answered {status}"), headers=headers)
         self.upstream_status = status
         self.body = body
 

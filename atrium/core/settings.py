@@ -201,7 +201,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE))
+        chosen = settings_cls.model_config.get("yaml_file")
+        yaml_file = (
+            Path(str(chosen)) if chosen else Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG_FILE))
+        )
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if yaml_file.is_file():
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
@@ -210,9 +213,13 @@ class Settings(BaseSettings):
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Read settings, optionally from an explicit YAML file."""
-    if config_file is not None:
-        if not config_file.is_file():
-            msg = f"config file not found: {config_file}"
-            raise FileNotFoundError(msg)
-        os.environ[CONFIG_ENV] = str(config_file)
-    return Settings(**overrides)
+    if config_file is None:
+        return Settings(**overrides)
+    if not config_file.is_file():
+        msg = f"config file not found: {config_file}"
+        raise FileNotFoundError(msg)
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+    return _FromFile(**overrides)
