@@ -162,6 +162,80 @@ def test_embeddings_on_a_chat_model_is_a_400(client: openai.OpenAI) -> None:
     assert caught.value.param == "model"
 
 
+ODD_BUT_WELL_FORMED: list[tuple[str, str, dict[str, Any]]] = [
+    # Bodies that pass schema validation: the answer may be 200 or a 4xx, never a 500.
+    (
+        "text-part-without-text",
+        "/v1/chat/completions",
+        {**GOOD_CHAT, "messages": [{"role": "user", "content": [{"type": "text"}]}]},
+    ),
+    (
+        "assistant-without-content",
+        "/v1/chat/completions",
+        {
+            **GOOD_CHAT,
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": None},
+                {"role": "user", "content": "hi again"},
+            ],
+        },
+    ),
+    (
+        "tool-call-conversation",
+        "/v1/chat/completions",
+        {
+            **GOOD_CHAT,
+            "messages": [
+                {"role": "user", "content": "What is 6 times 7?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "multiply", "arguments": '{"a": 6, "b": 7}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+            ],
+        },
+    ),
+    (
+        "empty-prompt-in-a-list",
+        "/v1/completions",
+        {"model": "default", "prompt": ["", "Once upon a time"], "max_tokens": 1},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [case[1:] for case in ODD_BUT_WELL_FORMED],
+    ids=[case[0] for case in ODD_BUT_WELL_FORMED],
+)
+def test_well_formed_odd_input_is_never_a_500(
+    server: RemoteAtriumServer, path: str, body: dict[str, Any]
+) -> None:
+    # Its own connection: after a 500 the server drops the connection it answered on.
+    with server.http() as http:
+        resp = http.post(path, json=body)
+
+        assert resp.status_code < 500, resp.text
+        if resp.status_code >= 400:
+            error = resp.json()["error"]
+            assert_openai_error(
+                resp,
+                resp.status_code,
+                type_="invalid_request_error",
+                code=error["code"],
+                param=error["param"],
+            )
+        assert_still_serving(http)
+
+
 # -- body size ------------------------------------------------------------------------------
 
 
@@ -275,7 +349,7 @@ def test_revoked_key_is_401(server: RemoteAtriumServer) -> None:
 
 
 def test_expired_key_is_401(server: RemoteAtriumServer, wait_until: WaitUntil) -> None:
-    created = server.create_key(expires_at=iso_in(2))
+    created = server.create_key(expires_at=iso_in(3))
     with server.http(created["key"]) as user:
         assert user.get("/v1/models").status_code == 200
 
@@ -392,6 +466,36 @@ def test_spent_tpm_budget_is_429(server: RemoteAtriumServer) -> None:
     assert int(caught.value.response.headers["retry-after"]) >= 1
 
 
+def test_tpm_counts_the_default_max_tokens_when_none_is_sent(server: RemoteAtriumServer) -> None:
+    # Without max_tokens the model may generate its default (256 for the bundled one),
+    # so a key allowed 100 tokens a minute must be refused up front, as it is when
+    # max_tokens=256 is sent explicitly. (The stop keeps the answer short if it is not.)
+    created = server.create_key(tpm=100)
+    with server.get_client(api_key=created["key"]) as user:
+        with pytest.raises(openai.RateLimitError):
+            user.chat.completions.create(model="default", messages=HI, max_tokens=256)
+        with pytest.raises(openai.RateLimitError):
+            user.chat.completions.create(model="default", messages=HI, stop=[" "])
+
+
+def test_refused_request_consumes_no_rpm(server: RemoteAtriumServer) -> None:
+    # Both buckets are checked before either is debited.
+    created = server.create_key(rpm=2, tpm=50)
+    with server.http(created["key"]) as user:
+        too_big = user.post(
+            "/v1/embeddings", json={"model": "default-embedding", "input": "word " * 100}
+        )
+        small = [
+            user.post(
+                "/v1/embeddings", json={"model": "default-embedding", "input": "hi"}
+            ).status_code
+            for _ in range(3)
+        ]
+
+    assert_openai_error(too_big, 429, type_="rate_limit_error", code="rate_limit_exceeded")
+    assert small == [200, 200, 429]
+
+
 def test_rate_limits_are_per_key(server: RemoteAtriumServer, client: openai.OpenAI) -> None:
     created = server.create_key(rpm=1)
     with server.get_client(api_key=created["key"]) as user:
@@ -445,6 +549,30 @@ def test_malformed_admin_body_is_400(server: RemoteAtriumServer, http: httpx.Cli
 
     assert_openai_error(resp, 400, type_="invalid_request_error", code="invalid_json")
     assert server.list_keys() == before
+
+
+def test_revoked_keys_can_be_left_out_of_the_list(server: RemoteAtriumServer) -> None:
+    created = server.create_key()
+    server.revoke_key(created["id"])
+
+    with server.http() as http:
+        active = http.get("/v1/admin/keys", params={"revoked": "false"}).json()["data"]
+    everything = server.list_keys()
+
+    assert created["id"] not in {k["id"] for k in active}
+    listed = [k for k in everything if k["id"] == created["id"]]
+    assert len(listed) == 1
+    assert listed[0]["revoked_at"] is not None
+
+
+def test_revoking_twice_keeps_the_first_time(server: RemoteAtriumServer) -> None:
+    created = server.create_key()
+
+    first = server.revoke_key(created["id"])
+    second = server.revoke_key(created["id"])
+
+    assert first["revoked_at"] is not None
+    assert second["revoked_at"] == first["revoked_at"]
 
 
 def test_unknown_key_id_is_404(http: httpx.Client) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -86,7 +87,7 @@ def choice_chunks(chunks: list[ChatCompletionChunk]) -> Iterator[ChatCompletionC
 
 @pytest.mark.parametrize("model", ["default", CHAT_MODEL])
 def test_chat_completion_by_alias_and_canonical_name(client: openai.OpenAI, model: str) -> None:
-    resp = client.chat.completions.create(model=model, messages=HI, max_tokens=8)
+    resp = client.chat.completions.create(model=model, messages=HI, max_tokens=8, temperature=0)
 
     assert_chat_completion(resp, max_tokens=8)
 
@@ -104,13 +105,16 @@ def test_chat_completion_raw_json_has_openai_fields(http: httpx.Client) -> None:
     assert set(body["usage"]) >= {"prompt_tokens", "completion_tokens", "total_tokens"}
 
 
-def test_chat_completion_accepts_text_content_parts(client: openai.OpenAI) -> None:
+def test_chat_completion_accepts_text_content_parts(server: RemoteAtriumServer) -> None:
     # OpenAI accepts a message's content as a list of typed parts, not only a string.
-    resp = client.chat.completions.create(
-        model="default",
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Say hi"}]}],
-        max_tokens=8,
-    )
+    # (Its own client: should this fail with a 500, the connection it used is dropped.)
+    with server.get_client() as own:
+        resp = own.chat.completions.create(
+            model="default",
+            messages=[{"role": "user", "content": [{"type": "text", "text": "Say hi"}]}],
+            max_tokens=8,
+            temperature=0,
+        )
 
     assert_chat_completion(resp, max_tokens=8)
 
@@ -267,6 +271,7 @@ def test_stream_with_include_usage_ends_with_one_usage_chunk(client: openai.Open
         model="default",
         messages=HI,
         max_tokens=8,
+        temperature=0,
         stream_options={"include_usage": True},
     )
 
@@ -287,7 +292,7 @@ def test_stream_with_include_usage_ends_with_one_usage_chunk(client: openai.Open
 
 
 def test_stream_without_include_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
-    chunks = stream_chat(client, model="default", messages=HI, max_tokens=8)
+    chunks = stream_chat(client, model="default", messages=HI, max_tokens=8, temperature=0)
 
     assert chunks
     assert all(c.choices for c in chunks)
@@ -352,14 +357,19 @@ def assert_text_completion(resp: Completion, *, choices: int, max_tokens: int) -
 
 
 def test_completion(client: openai.OpenAI) -> None:
-    resp = client.completions.create(model="default", prompt="Once upon a time", max_tokens=6)
+    resp = client.completions.create(
+        model="default", prompt="Once upon a time", max_tokens=6, temperature=0
+    )
 
     assert_text_completion(resp, choices=1, max_tokens=6)
 
 
 def test_completion_with_a_list_of_prompts_gives_one_choice_each(client: openai.OpenAI) -> None:
     resp = client.completions.create(
-        model=CHAT_MODEL, prompt=["Once upon a time", "The capital of France is"], max_tokens=4
+        model=CHAT_MODEL,
+        prompt=["Once upon a time", "The capital of France is"],
+        max_tokens=4,
+        temperature=0,
     )
 
     assert_text_completion(resp, choices=2, max_tokens=4)
@@ -370,6 +380,7 @@ def test_streamed_completion(client: openai.OpenAI) -> None:
         model="default",
         prompt="Once upon a time",
         max_tokens=6,
+        temperature=0,
         stream=True,
         stream_options={"include_usage": True},
     ) as stream:
@@ -431,7 +442,7 @@ def test_embeddings_wire_formats_carry_the_same_vector(http: httpx.Client) -> No
     assert isinstance(encoded, str)
     raw = base64.b64decode(encoded)
     assert len(raw) == DIMENSIONS * 4  # little-endian float32, as OpenAI sends it
-    decoded = memoryview(raw).cast("f").tolist()
+    decoded = list(struct.unpack(f"<{DIMENSIONS}f", raw))
     assert decoded == pytest.approx(vector, abs=1e-6)
 
 
@@ -552,3 +563,11 @@ def test_a_sane_incoming_request_id_is_echoed(http: httpx.Client) -> None:
     resp = http.get("/v1/models", headers={"x-request-id": "e2e-trace-42"})
 
     assert resp.headers["x-request-id"] == "e2e-trace-42"
+
+
+@pytest.mark.parametrize("incoming", ["x" * 129, "caf\u00e9", "tab\there"])
+def test_an_unsafe_incoming_request_id_is_replaced(http: httpx.Client, incoming: str) -> None:
+    resp = http.get("/v1/models", headers={"x-request-id": incoming.encode("utf-8")})
+
+    assert resp.headers["x-request-id"]
+    assert resp.headers["x-request-id"] != incoming

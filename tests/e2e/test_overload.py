@@ -69,6 +69,7 @@ async def stream_one(client: openai.AsyncOpenAI, index: int) -> Outcome:
             model="default",
             messages=[{"role": "user", "content": content}],
             max_tokens=MAX_TOKENS,
+            temperature=0,
             stream=True,
             stream_options={"include_usage": True},
         )
