@@ -19,7 +19,11 @@ from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreams
 from atrium.core.settings import Settings
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.gateway.limits import InProcessRateLimiter, Limits
-from atrium.gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from atrium.gateway.middleware import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    UnhandledErrorMiddleware,
+)
 from atrium.gateway.routes import inference_router, models_router
 from atrium.gateway.service import InferenceService
 from atrium.observability.metrics import GatewayMetrics
@@ -166,7 +170,8 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
             public_metrics=settings.server.public_metrics,
         )
     )
-    # Outermost last: the request id wraps everything, the size limit wraps the routes.
+    # Added innermost first: request id -> unhandled errors -> body size limit -> routes.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -29,7 +29,8 @@ keys_app = typer.Typer(help="API keys (works on the store directly).", no_args_i
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 
-out = Console()
+# Piped output has no terminal width; rich would assume 80 columns and cut rows.
+out = Console(width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -154,7 +155,7 @@ def models_list(
     table = Table("model", "owned by")
     for model in resp.json()["data"]:
         table.add_row(model["id"], model["owned_by"])
-    out.print(table)
+    _print_table(table)
 
 
 @keys_app.command("create")
@@ -194,10 +195,11 @@ def keys_create(
 def keys_list(config: ConfigOption = None) -> None:
     """List keys (never their secrets)."""
     records = _with_keys(config, lambda repo: repo.list())
-    table = Table("id", "name", "owner", "prefix", "scopes", "models", "rpm", "tpm", "status")
+    table = Table("name", "owner", "prefix", "scopes", "models", "rpm", "tpm", "status")
+    # The id is what `keys revoke` takes: never wrapped or cut, even in a narrow terminal.
+    table.add_column("id", no_wrap=True, min_width=32)
     for key in records:
         table.add_row(
-            key.id,
             key.name,
             key.owner,
             key.display_prefix + "…",
@@ -206,8 +208,9 @@ def keys_list(config: ConfigOption = None) -> None:
             str(key.rpm or "-"),
             str(key.tpm or "-"),
             _status(key),
+            key.id,
         )
-    out.print(table)
+    _print_table(table)
 
 
 @keys_app.command("revoke")
@@ -218,6 +221,10 @@ def keys_revoke(
     """Revoke a key; requests with it are refused from then on."""
     record = _with_keys(config, lambda repo: repo.revoke(key_id))
     out.print(f"revoked {record.id} ({record.name})")
+
+
+def _print_table(table: Table) -> None:
+    out.print(table, crop=False)
 
 
 def _status(key: ApiKey) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import http.client
+import io
 import json
 import math
 import os
@@ -25,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -316,6 +318,8 @@ class AtriumServer:
     port: int = field(default_factory=free_port)
     key: str = field(default_factory=lambda: "atr-bench-" + secrets.token_hex(16))
     ready_timeout: float = 120.0
+    # A tree holding an ``atrium`` package to run instead of the installed one.
+    source: Path | None = None
     process: ManagedProcess | None = None
 
     @property
@@ -348,6 +352,11 @@ class AtriumServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ATRIUM_")}
         env["ATRIUM_CONFIG"] = str(self.config_path)
         env["ATRIUM_AUTH__BOOTSTRAP_KEY"] = self.key
+        if self.source is not None:
+            # Ahead of the editable install, whose finder comes after sys.path.
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(self.source), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
         self.process = ManagedProcess(
             "atrium serve", atrium_argv(), self.run_dir / "atrium.log", env=env, cwd=self.run_dir
         )
@@ -441,6 +450,51 @@ def atrium_commit() -> JSONDict:
     return {"commit": commit, "atrium_dirty": bool(dirty), "atrium_changes": dirty or ""}
 
 
+@dataclass(frozen=True)
+class AtriumSource:
+    """Which Atrium the server runs: the working tree, or ``atrium/`` of a git commit."""
+
+    ref: str | None = None
+    commit: str | None = None
+    path: Path | None = None
+
+    def facts(self) -> JSONDict:
+        """For the results: the commit and whether uncommitted edits were measured."""
+        if self.path is None:
+            return {"source": "working tree (installed editable)", **atrium_commit()}
+        return {
+            "source": f"git archive {self.ref} -- atrium (working tree edits not measured)",
+            "commit": self.commit,
+            "atrium_dirty": False,
+            "atrium_changes": "",
+        }
+
+
+def atrium_source(ref: str | None) -> AtriumSource:
+    """The working tree (``ref`` None) or ``atrium/`` of ``ref`` exported under .work/.
+
+    Others may be editing the tree while a benchmark runs; a ref pins what is measured.
+    """
+    if ref is None:
+        return AtriumSource()
+    commit = _run_text(["git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}"])
+    if commit is None or not re.fullmatch(r"[0-9a-f]{40}", commit):
+        msg = f"not a commit: {ref!r}"
+        raise ValueError(msg)
+    dest = WORK_DIR / "trees" / commit[:12]
+    if not (dest / "atrium" / "__init__.py").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "atrium"],
+            capture_output=True,
+            check=True,
+        )
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(dest, filter="data")
+    return AtriumSource(ref=ref, commit=commit, path=dest)
+
+
 def package_version(name: str) -> str | None:
     """An installed distribution's version, or None."""
     from importlib.metadata import PackageNotFoundError, version
@@ -451,7 +505,7 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def machine_facts(**extra: Any) -> JSONDict:
+def machine_facts(source: AtriumSource, **extra: Any) -> JSONDict:
     """Facts that make a result comparable: CPU, cores, memory, Python, commit, load."""
     return {
         "timestamp_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -463,7 +517,7 @@ def machine_facts(**extra: Any) -> JSONDict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
-        "atrium": {"version": package_version("atrium"), **atrium_commit()},
+        "atrium": {"version": package_version("atrium"), **source.facts()},
         "packages": {
             name: package_version(name)
             for name in ("fastapi", "starlette", "uvicorn", "uvloop", "httptools", "httpx")

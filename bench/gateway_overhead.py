@@ -37,6 +37,7 @@ from _common import (
     JSONDict,
     ManagedProcess,
     atrium_server,
+    atrium_source,
     connect,
     exit_cleanly_on_sigterm,
     free_port,
@@ -78,6 +79,7 @@ class Options:
     blocks: int
     max_foreign_cores: float
     quiet_timeout_s: float
+    atrium_ref: str | None
 
     @property
     def quiet(self) -> JSONDict:
@@ -110,6 +112,10 @@ def parse_options() -> Options:
     )
     parser.add_argument("--no-wrk", action="store_true", help="skip the wrk throughput rows")
     parser.add_argument("--wrk-duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument(
+        "--atrium-ref",
+        help="run atrium/ as of this git commit (exported to bench/.work) instead of the tree",
+    )
     parser.add_argument("--wrk-connections", type=int, default=32)
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument(
@@ -131,6 +137,7 @@ def parse_options() -> Options:
         blocks=args.blocks,
         max_foreign_cores=args.max_foreign_cores,
         quiet_timeout_s=args.quiet_timeout,
+        atrium_ref=args.atrium_ref,
     )
 
 
@@ -563,6 +570,7 @@ def atrium_models(ports: MockPorts) -> JSONDict:
 
 def run(options: Options) -> JSONDict:
     """Everything, with every process stopped on the way out."""
+    source = atrium_source(options.atrium_ref)
     nginx, wrk = ensure_tools(options.wrk)
     lua = options.peers_dir / "mock" / "chat.lua"
     run_dir = WORK_DIR / NAME
@@ -570,7 +578,7 @@ def run(options: Options) -> JSONDict:
     with ExitStack() as stack:
         ports = stack.enter_context(nginx_mock(nginx, options.peers_dir, run_dir / "nginx"))
         print(f"nginx mock on {ports.json} (JSON) and {ports.sse} (SSE)", flush=True)
-        server = AtriumServer(run_dir / "atrium", atrium_models(ports))
+        server = AtriumServer(run_dir / "atrium", atrium_models(ports), source=source.path)
         stack.enter_context(atrium_server(server))
         print(f"atrium serve on {server.port} (pid {server.pid})", flush=True)
         process: JSONDict = {"rss_mib_ready": rss_mib(server.pid)}
@@ -592,7 +600,9 @@ def run(options: Options) -> JSONDict:
     return {
         "benchmark": NAME,
         "machine": machine_facts(
-            nginx=tool_version([nginx, "-v"]), wrk=tool_version([wrk, "-v"]) if wrk else None
+            source,
+            nginx=tool_version([nginx, "-v"]),
+            wrk=tool_version([wrk, "-v"]) if wrk else None,
         ),
         "settings": {
             "peers_dir": str(options.peers_dir),

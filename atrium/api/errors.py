@@ -49,22 +49,8 @@ async def _http(_: Request, exc: Exception) -> Response:
     )
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # A bug, not bad input: log it (with the request id, never the body) and answer in shape.
-    log.error(
-        "unhandled error on %s %s (request %s)",
-        request.method,
-        request.url.path,
-        request.scope.get("state", {}).get("request_id"),
-        exc_info=exc,
-    )
-    error = AtriumError("internal error; the request id is in the x-request-id header")
-    return error_response(error)
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Map every exception type once."""
+    """Map every expected exception type once (unexpected ones: ``UnhandledErrorMiddleware``)."""
     app.add_exception_handler(AtriumError, _atrium)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
-    app.add_exception_handler(Exception, _unexpected)

@@ -122,6 +122,12 @@ class OpenAICompatModel(BaseModel):
     timeout_seconds: float = Field(120.0, gt=0, description="Read timeout per request.")
     connect_timeout_seconds: float = Field(5.0, gt=0, description="Connect timeout.")
     max_connections: int = Field(256, ge=1, description="Pooled connections to the upstream.")
+    completion_estimate: int = Field(
+        512,
+        ge=0,
+        description="Completion tokens reserved against TPM limits when a request sets no "
+        "max_tokens (reconciled with the real count afterwards).",
+    )
     capabilities: list[UpstreamCapability] = Field(
         default_factory=lambda: list[UpstreamCapability](["chat", "completions", "tools"]),
         description="What the upstream serves.",

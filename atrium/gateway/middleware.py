@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import orjson
@@ -10,6 +11,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from atrium.core.errors import AtriumError, PayloadTooLargeError
 
 REQUEST_ID_HEADER = b"x-request-id"
+
+log = logging.getLogger("atrium.gateway")
 
 
 class RequestIdMiddleware:
@@ -41,6 +44,40 @@ def _incoming_id(scope: Scope) -> str | None:
             if 0 < len(text) <= 128 and text.isascii() and text.isprintable():
                 return text
     return None
+
+
+class UnhandledErrorMiddleware:
+    """Answers an unexpected exception with a 500 in OpenAI's shape, and keeps serving.
+
+    It sits inside the request-id middleware, so the answer carries the request id
+    the log line names, and it does not re-raise, so the server keeps the
+    connection healthy (Starlette's own handler re-raises after answering).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            request_id = scope.get("state", {}).get("request_id")
+            log.exception(
+                "unhandled error on %s %s (request %s)", scope["method"], scope["path"], request_id
+            )
+            if not started:
+                message = f"internal error (request id {request_id}); it has been logged"
+                await send_error(send, AtriumError(message))
 
 
 class BodySizeLimitMiddleware:

@@ -141,8 +141,9 @@ class InferenceService:
         call.stream = bool(getattr(request, "stream", False))
         authorize_model(call.principal, model_name, entry.name)
         self._check_capability(entry, call.endpoint, model_name)
+        estimate = _estimate(request, entry.backend.completion_estimate)
         call.reservation = self._limiter.reserve(
-            call.principal.key_id, self._limits_of(call.principal), _estimate(request)
+            call.principal.key_id, self._limits_of(call.principal), estimate
         )
         self._metrics.in_flight.labels(call.model).inc()
         return request, entry
@@ -236,12 +237,14 @@ class InferenceService:
         )
 
 
-def _estimate(request: BaseModel) -> int:
+def _estimate(request: BaseModel, default_completion: int) -> int:
     """Tokens a request may use, before the model has counted them (4 characters a token)."""
     chars: Callable[[], int] = getattr(request, "prompt_chars", lambda: 0)
+    if isinstance(request, EmbeddingRequest):
+        return math.ceil(chars() / 4)
     limit: int | None = getattr(request, "token_limit", None)
     n: int = getattr(request, "n", 1)
-    return math.ceil(chars() / 4) + (limit or 0) * n
+    return math.ceil(chars() / 4) + (limit or default_completion) * n
 
 
 async def _aclose(events: AsyncIterator[StreamEvent]) -> None:

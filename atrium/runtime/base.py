@@ -54,6 +54,8 @@ class ModelBackend(Protocol):
 
     name: str
     capabilities: frozenset[Capability]
+    # Completion tokens to assume, for rate limits, when a request sets no max_tokens.
+    completion_estimate: int
 
     async def start(self) -> None:
         """Load weights or open connections."""
@@ -88,6 +90,7 @@ class BackendBase:
 
     name: str
     capabilities: frozenset[Capability] = frozenset()
+    completion_estimate: int = 0
 
     def _unsupported(self, what: Capability) -> UnsupportedError:
         return UnsupportedError(f"model {self.name!r} does not support {what.value}", param="model")

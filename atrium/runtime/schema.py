@@ -6,7 +6,7 @@ OpenAI's format, and re-modelling each chunk on the hot path would only cost tim
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -56,6 +56,7 @@ class ResponseFormat(_Strict):
 
 
 Stop = str | list[str] | None
+NonEmptyText = Annotated[str, Field(min_length=1)]
 
 
 class _Sampling(_Strict):
@@ -116,7 +117,7 @@ class ChatCompletionRequest(_Sampling):
 class CompletionRequest(_Sampling):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str] = Field(min_length=1)
+    prompt: NonEmptyText | list[NonEmptyText] = Field(min_length=1)
     echo: bool = False
     suffix: str | None = None
 

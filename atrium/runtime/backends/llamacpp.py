@@ -6,10 +6,13 @@ import asyncio
 import importlib.util
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import jinja2
+import llama_cpp
 import orjson
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -21,7 +24,9 @@ from atrium.runtime.pool import WorkerPool
 from atrium.runtime.schema import (
     JSON,
     ChatCompletionRequest,
+    ChatMessage,
     CompletionRequest,
+    ResponseFormat,
     Usage,
 )
 
@@ -50,10 +55,11 @@ class LlamaCppBackend(BackendBase):
     def __init__(self, name: str, spec: LlamaCppModel) -> None:
         self.name = name
         self._spec = spec
+        self.completion_estimate = spec.default_max_tokens
         self._path = spec.path or bundled_gguf()
-        self._pool: WorkerPool[Llama] | None = None
+        self._pool: WorkerPool[CountingLlama] | None = None
         self._formatter: Jinja2ChatFormatter | None = None
-        self._tokenizer: Llama | None = None
+        self._tokenizer: CountingLlama | None = None
 
     async def start(self) -> None:
         """Load one model instance per worker, off the event loop."""
@@ -68,8 +74,8 @@ class LlamaCppBackend(BackendBase):
         self._tokenizer = instances[0]
         self._formatter = _chat_formatter(instances[0])
 
-    def _load(self, threads: int) -> Llama:
-        return Llama(
+    def _load(self, threads: int) -> CountingLlama:
+        return CountingLlama(
             model_path=str(self._path),
             n_ctx=self._spec.n_ctx,
             n_threads=threads,
@@ -84,7 +90,7 @@ class LlamaCppBackend(BackendBase):
             self._pool = None
 
     @property
-    def pool(self) -> WorkerPool[Llama]:
+    def pool(self) -> WorkerPool[CountingLlama]:
         """The worker pool (after ``start``)."""
         if self._pool is None:
             msg = f"model {self.name!r} is not loaded"
@@ -116,21 +122,23 @@ class LlamaCppBackend(BackendBase):
         if request.tools:
             msg = f"model {self.name!r} does not support tools"
             raise InvalidRequestError(msg, param="tools", code="unsupported")
-        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        messages = [_template_message(m) for m in request.messages]
         prompt_tokens = self._chat_prompt_tokens(messages)
         max_tokens = request.token_limit or self._spec.default_max_tokens
         self._check_fits(prompt_tokens, max_tokens)
         kwargs = self._sampling(request, max_tokens)
         if request.response_format is not None and request.response_format.type != "text":
-            kwargs["response_format"] = request.response_format.model_dump(exclude_none=True)
+            kwargs["response_format"] = _json_format(request.response_format)
         return messages, kwargs, prompt_tokens
 
     def _chat_prompt_tokens(self, messages: list[JSON]) -> int:
         assert self._formatter is not None
         try:
             prompt = self._formatter(messages=messages).prompt  # type: ignore[arg-type]
-        except ValueError as exc:  # the template's raise_exception(...)
-            raise InvalidRequestError(str(exc), param="messages") from exc
+        except (ValueError, TypeError, jinja2.TemplateError) as exc:
+            # The template refused the conversation (e.g. its raise_exception(...)).
+            msg = f"the model's chat template cannot render these messages: {exc}"
+            raise InvalidRequestError(msg, param="messages") from exc
         return len(self._tokenize(prompt, special=True))
 
     def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
@@ -155,19 +163,21 @@ class LlamaCppBackend(BackendBase):
 
     async def chat(self, request: ChatCompletionRequest) -> JSON:
         """A chat completion with ``n`` choices."""
-        messages, kwargs, _ = self._chat_args(request)
+        messages, kwargs, prompt_tokens = self._chat_args(request)
 
-        def generate(llm: Llama) -> list[JSON]:
+        def generate(llm: CountingLlama) -> list[JSON]:
             return [_chat_once(llm, messages, _nth(kwargs, i)) for i in range(request.n)]
 
-        results = await self.pool.run(generate)
-        return _merge_choices(results, self.name, request.n)
+        results, generated = await self.pool.run(_counted(generate))
+        return _merge_choices(
+            results, self.name, Usage(prompt_tokens=prompt_tokens, completion_tokens=generated)
+        )
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[StreamEvent]:
         """Chat completion chunks as llama.cpp produces them, then a usage event."""
         messages, kwargs, prompt_tokens = self._chat_args(request)
 
-        def generate(llm: Llama, stop: threading.Event) -> Iterator[JSON]:
+        def generate(llm: CountingLlama, stop: threading.Event) -> Iterator[JSON]:
             for i in range(request.n):
                 yield from _indexed(_chat_chunks(llm, messages, _nth(kwargs, i)), i, stop)
 
@@ -189,21 +199,23 @@ class LlamaCppBackend(BackendBase):
 
     async def complete(self, request: CompletionRequest) -> JSON:
         """A text completion: ``n`` choices for each prompt."""
-        prompts, kwargs, _ = self._completion_args(request)
+        prompts, kwargs, prompt_tokens = self._completion_args(request)
 
-        def generate(llm: Llama) -> list[JSON]:
+        def generate(llm: CountingLlama) -> list[JSON]:
             return [
                 _complete_once(llm, p, _nth(kwargs, i)) for p in prompts for i in range(request.n)
             ]
 
-        results = await self.pool.run(generate)
-        return _merge_choices(results, self.name, request.n)
+        results, generated = await self.pool.run(_counted(generate))
+        return _merge_choices(
+            results, self.name, Usage(prompt_tokens=prompt_tokens, completion_tokens=generated)
+        )
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         """Text completion chunks, then a usage event."""
         prompts, kwargs, prompt_tokens = self._completion_args(request)
 
-        def generate(llm: Llama, stop: threading.Event) -> Iterator[JSON]:
+        def generate(llm: CountingLlama, stop: threading.Event) -> Iterator[JSON]:
             index = 0
             for prompt in prompts:
                 for i in range(request.n):
@@ -216,27 +228,86 @@ class LlamaCppBackend(BackendBase):
 
     async def _stream(
         self,
-        generate: Callable[[Llama, threading.Event], Iterator[JSON]],
+        generate: Callable[[CountingLlama, threading.Event], Iterator[JSON]],
         prompt_tokens: int,
         chunk_object: str,
     ) -> AsyncIterator[StreamEvent]:
-        completion_tokens = 0
-        last: JSON | None = None
-        async for chunk in self.pool.stream(generate):
-            chunk["model"] = self.name
-            completion_tokens += _counts_as_token(chunk)
-            last = chunk
-            yield StreamEvent(orjson.dumps(chunk))
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        final: JSON = {
-            "id": last["id"] if last else "",
-            "object": chunk_object,
-            "created": last["created"] if last else 0,
-            "model": self.name,
-            "choices": [],
-            "usage": usage.to_openai(),
-        }
-        yield StreamEvent(orjson.dumps(final), usage, usage_only=True)
+        # One id and one creation time for the whole answer, whatever n is.
+        head: JSON = {}
+        async for item in self.pool.stream(_counted_stream(generate)):
+            if isinstance(item, _Generated):
+                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=item.tokens)
+                final = {**head, "object": chunk_object, "choices": [], "usage": usage.to_openai()}
+                yield StreamEvent(orjson.dumps(final), usage, usage_only=True)
+                return
+            head = head or {"id": item["id"], "created": item["created"], "model": self.name}
+            yield StreamEvent(orjson.dumps({**item, **head}))
+
+
+class CountingLlama(Llama):
+    """A ``Llama`` that counts the tokens it generates.
+
+    Streamed chunks cannot be counted (llama.cpp merges the tokens of a multi-byte
+    character into one chunk), so usage comes from the generator itself: every
+    token it yields that is not end-of-generation becomes part of the completion.
+    """
+
+    generated: int = 0
+
+    def generate(self, *args: Any, **kwargs: Any) -> Generator[int, Any, None]:
+        """llama-cpp-python's generator, counting as it goes."""
+        vocab = self._model.vocab
+        for token in super().generate(*args, **kwargs):
+            if not llama_cpp.llama_vocab_is_eog(vocab, token):
+                self.generated += 1
+            yield token
+
+
+@dataclass(frozen=True, slots=True)
+class _Generated:
+    """The end of a stream: how many tokens it generated."""
+
+    tokens: int
+
+
+def _counted(
+    generate: Callable[[CountingLlama], list[JSON]],
+) -> Callable[[CountingLlama], tuple[list[JSON], int]]:
+    """Run ``generate`` and report how many tokens it generated in all."""
+
+    def run(llm: CountingLlama) -> tuple[list[JSON], int]:
+        llm.generated = 0
+        results = generate(llm)
+        return results, llm.generated
+
+    return run
+
+
+def _counted_stream(
+    generate: Callable[[CountingLlama, threading.Event], Iterator[JSON]],
+) -> Callable[[CountingLlama, threading.Event], Iterator[JSON | _Generated]]:
+    def run(llm: CountingLlama, stop: threading.Event) -> Iterator[JSON | _Generated]:
+        llm.generated = 0
+        yield from generate(llm, stop)
+        yield _Generated(llm.generated)
+
+    return run
+
+
+def _template_message(message: ChatMessage) -> JSON:
+    """A message as chat templates expect it: role and plain-text content."""
+    rendered: JSON = {"role": message.role, "content": message.text()}
+    if message.name:
+        rendered["name"] = message.name
+    return rendered
+
+
+def _json_format(response_format: ResponseFormat) -> JSON:
+    """OpenAI's response_format as llama-cpp-python's grammar-constrained JSON mode."""
+    if response_format.type == "json_schema":
+        schema = (response_format.json_schema or {}).get("schema")
+        return {"type": "json_object", "schema": schema} if schema else {"type": "json_object"}
+    return {"type": "json_object"}
 
 
 def _chat_formatter(llm: Llama) -> Jinja2ChatFormatter:
@@ -256,19 +327,23 @@ def _chat_formatter(llm: Llama) -> Jinja2ChatFormatter:
 
 # llama-cpp-python types its answers as TypedDicts; Atrium handles them as plain JSON.
 def _chat_once(llm: Llama, messages: list[JSON], kwargs: JSON) -> JSON:
+    _reproducible(llm, kwargs)
     return cast("JSON", llm.create_chat_completion(messages=cast("Any", messages), **kwargs))
 
 
 def _chat_chunks(llm: Llama, messages: list[JSON], kwargs: JSON) -> Iterator[JSON]:
+    _reproducible(llm, kwargs)
     chunks = llm.create_chat_completion(messages=cast("Any", messages), stream=True, **kwargs)
     return cast("Iterator[JSON]", chunks)
 
 
 def _complete_once(llm: Llama, prompt: str, kwargs: JSON) -> JSON:
+    _reproducible(llm, kwargs)
     return cast("JSON", llm.create_completion(prompt=prompt, **kwargs))
 
 
 def _complete_chunks(llm: Llama, prompt: str, kwargs: JSON) -> Iterator[JSON]:
+    _reproducible(llm, kwargs)
     return cast("Iterator[JSON]", llm.create_completion(prompt=prompt, stream=True, **kwargs))
 
 
@@ -277,6 +352,12 @@ def _nth(kwargs: JSON, i: int) -> JSON:
     if i == 0 or "seed" not in kwargs:
         return kwargs
     return {**kwargs, "seed": kwargs["seed"] + i}
+
+
+def _reproducible(llm: Llama, kwargs: JSON) -> None:
+    """With a seed, forget the prompt cache: reusing a cached prefix changes the logits."""
+    if "seed" in kwargs:
+        llm.reset()  # type: ignore[no-untyped-call]
 
 
 def _indexed(chunks: Iterator[JSON], index: int, stop: threading.Event) -> Iterator[JSON]:
@@ -288,26 +369,11 @@ def _indexed(chunks: Iterator[JSON], index: int, stop: threading.Event) -> Itera
         yield chunk
 
 
-def _counts_as_token(chunk: JSON) -> int:
-    """llama-cpp-python yields one chunk per generated token, plus role and finish chunks."""
-    choice = chunk["choices"][0] if chunk["choices"] else {}
-    if "delta" in choice:
-        return 1 if choice["delta"].get("content") else 0
-    return 1 if choice.get("text") and choice.get("finish_reason") is None else 0
-
-
-def _merge_choices(results: list[JSON], model: str, n: int) -> JSON:
-    """One response holding every choice; each prompt's tokens count once, as OpenAI's do."""
-    first = results[0]
-    choices: list[JSON] = []
-    usage = Usage()
-    for index, result in enumerate(results):
-        for choice in result["choices"]:
-            choices.append({**choice, "index": index})
-        counted = Usage.from_openai(result.get("usage"))
-        usage = Usage(
-            prompt_tokens=usage.prompt_tokens + counted.prompt_tokens,
-            completion_tokens=usage.completion_tokens + counted.completion_tokens,
-        )
-    usage = Usage(prompt_tokens=usage.prompt_tokens // n, completion_tokens=usage.completion_tokens)
-    return {**first, "model": model, "choices": choices, "usage": usage.to_openai()}
+def _merge_choices(results: list[JSON], model: str, usage: Usage) -> JSON:
+    """One response holding every choice; the prompt counts once, as in OpenAI's usage."""
+    choices = [
+        {**choice, "index": index}
+        for index, result in enumerate(results)
+        for choice in result["choices"]
+    ]
+    return {**results[0], "model": model, "choices": choices, "usage": usage.to_openai()}

@@ -49,6 +49,7 @@ class OpenAICompatBackend(BackendBase):
         self.name = name
         self.capabilities = frozenset(Capability(c) for c in spec.capabilities)
         self._upstream_model = spec.upstream_model or name
+        self.completion_estimate = spec.completion_estimate
         self._client = client or build_client(spec)
         self._headers = dict(_JSON_HEADERS)
         if spec.api_key is not None:

@@ -5,15 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 from fastapi import FastAPI, Request, Response
 
 from atrium.api.errors import install_error_handlers
-from atrium.gateway.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from atrium.gateway.middleware import (
+    BodySizeLimitMiddleware,
+    RequestIdMiddleware,
+    UnhandledErrorMiddleware,
+)
 
 
 def _app(max_bytes: int) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
+
+    @app.get("/boom")
+    async def boom() -> Response:
+        raise RuntimeError("a bug")
 
     @app.post("/echo")
     async def echo(request: Request) -> Response:
@@ -21,6 +30,7 @@ def _app(max_bytes: int) -> FastAPI:
         return Response(str(len(body)))
 
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=max_bytes)
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 
@@ -65,3 +75,18 @@ async def test_every_response_carries_a_request_id_and_sane_ones_are_kept() -> N
     assert kept.headers["x-request-id"] == "abc-123"
     assert len(replaced.headers["x-request-id"]) == 24
     assert refused.headers["x-request-id"]
+
+
+async def test_a_bug_is_a_500_in_shape_with_the_request_id_and_serving_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with _client() as client:
+        broken = await client.get("/boom", headers={"x-request-id": "req-42"})
+        after = await client.post("/echo", content=b"ok")
+    assert broken.status_code == 500
+    assert broken.headers["x-request-id"] == "req-42"
+    assert broken.json()["error"]["type"] == "server_error"
+    assert "req-42" in broken.json()["error"]["message"]
+    assert "a bug" not in broken.text  # internals stay in the log
+    assert any("req-42" in r.getMessage() for r in caplog.records)
+    assert after.status_code == 200
