@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -56,9 +56,23 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def exit_cleanly_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so every ``finally`` runs, as on Ctrl-C."""
+def exit_cleanly_on_signals() -> None:
+    """Turn SIGTERM (and SIGINT, even if inherited as ignored) into KeyboardInterrupt.
+
+    Every ``finally`` then runs and stops the processes the bench started.
+    """
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``; on Ctrl-C or SIGTERM, say so and exit 130."""
+    exit_cleanly_on_signals()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: every process the bench started is stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 def free_port() -> int:

@@ -39,13 +39,13 @@ from _common import (
     atrium_server,
     atrium_source,
     connect,
-    exit_cleanly_on_sigterm,
     free_port,
     machine_facts,
     managed,
     markdown_table,
     ms,
     rss_mib,
+    run_main,
     summary,
     thread_count,
     wait_for_quiet,
@@ -642,7 +642,6 @@ def run(options: Options) -> JSONDict:
 
 def main() -> None:
     """Run the benchmark, write the results and print the table."""
-    exit_cleanly_on_sigterm()
     options = parse_options()
     if not (options.peers_dir / "mock" / "nginx.conf").is_file():
         sys.exit(f"no mock/nginx.conf under {options.peers_dir} (see --peers-dir)")
@@ -655,7 +654,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(main)

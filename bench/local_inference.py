@@ -28,17 +28,20 @@ from _common import (
     REPO,
     WORK_DIR,
     AtriumServer,
+    ForeignLoad,
     JSONDict,
     atrium_server,
     atrium_source,
     connect,
-    exit_cleanly_on_sigterm,
     machine_facts,
     markdown_table,
     ms,
     package_version,
+    process_cpu_seconds,
     rss_mib,
+    run_main,
     thread_count,
+    wait_for_quiet,
     write_results,
 )
 
@@ -68,12 +71,19 @@ class Options:
     prompt: str
     pause_s: float
     atrium_ref: str | None
+    max_foreign_cores: float
+    quiet_timeout_s: float
+
+    @property
+    def quiet(self) -> JSONDict:
+        """Arguments of :func:`wait_for_quiet`."""
+        return {"max_foreign_cores": self.max_foreign_cores, "timeout_s": self.quiet_timeout_s}
 
 
 def parse_options() -> Options:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per side and mode")
+    parser.add_argument("--runs", type=int, default=10, help="timed runs per side and mode")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per side and mode")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--n-ctx", type=int, default=2048)
@@ -84,6 +94,15 @@ def parse_options() -> Options:
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument(
         "--pause", type=float, default=0.5, help="seconds of quiet between runs (threads settle)"
+    )
+    parser.add_argument(
+        "--max-foreign-cores",
+        type=float,
+        default=0.25,
+        help="wait before each run until other work uses fewer cores than this",
+    )
+    parser.add_argument(
+        "--quiet-timeout", type=float, default=60.0, help="longest wait for quiet (s)"
     )
     parser.add_argument(
         "--atrium-ref",
@@ -100,6 +119,8 @@ def parse_options() -> Options:
         prompt=args.prompt,
         pause_s=args.pause,
         atrium_ref=args.atrium_ref,
+        max_foreign_cores=args.max_foreign_cores,
+        quiet_timeout_s=args.quiet_timeout,
     )
 
 
@@ -165,9 +186,15 @@ def load_direct(gguf: Path, options: Options) -> Any:
     )
 
 
-def direct_call(llm: Any, options: Options) -> Generation:
-    """``create_chat_completion`` in this process."""
+def direct_call(llm: Any, options: Options, *, fresh: bool) -> Generation:
+    """``create_chat_completion`` in this process.
+
+    ``fresh`` forgets the prompt cache first, as Atrium does for seeded requests,
+    so that both sides evaluate the whole prompt every time.
+    """
     started = time.perf_counter()
+    if fresh:
+        llm.reset()
     result = llm.create_chat_completion(messages=messages(options), stop=[], **sampling(options))
     seconds = time.perf_counter() - started
     choice = result["choices"][0]
@@ -179,9 +206,11 @@ def direct_call(llm: Any, options: Options) -> Generation:
     )
 
 
-def direct_stream(llm: Any, options: Options) -> Generation:
+def direct_stream(llm: Any, options: Options, *, fresh: bool) -> Generation:
     """``create_chat_completion(stream=True)``, iterating the generator to its end."""
     started = time.perf_counter()
+    if fresh:
+        llm.reset()
     chunks = list(
         cast(
             "Iterator[JSONDict]",
@@ -259,75 +288,116 @@ def gateway_stream(server: AtriumServer, options: Options) -> Generation:
 # -- the measurement ----------------------------------------------------------------
 
 
-def interleaved(
-    sides: dict[str, Generate], runs: int, warmup: int, pause_s: float
-) -> dict[str, list[Generation]]:
+@dataclass(frozen=True)
+class Side:
+    """One way to generate, and the process whose CPU time it spends."""
+
+    generate: Generate
+    pid: int
+
+
+@dataclass(frozen=True)
+class Run:
+    """A generation with the conditions it ran in."""
+
+    generation: Generation
+    cpu_s: float
+    foreign_cores: float
+    waited_s: float
+
+
+def timed_run(side: Side, options: Options) -> Run:
+    """Wait for a quiet machine, then generate, noting CPU time and other work."""
+    quiet = wait_for_quiet(**options.quiet)
+    cpu_before = process_cpu_seconds(side.pid) or 0.0
+    meter = ForeignLoad().start()
+    generation = side.generate()
+    foreign = meter.stop()
+    cpu = (process_cpu_seconds(side.pid) or 0.0) - cpu_before
+    return Run(generation, cpu, foreign, quiet["waited_s"])
+
+
+def interleaved(sides: dict[str, Side], options: Options) -> dict[str, list[Run]]:
     """Warm each side up, then alternate them run by run, pausing between runs."""
-    for _ in range(warmup):
-        for generate in sides.values():
-            generate()
-            time.sleep(pause_s)
-    results: dict[str, list[Generation]] = {name: [] for name in sides}
-    for _ in range(runs):
-        for name, generate in sides.items():
-            results[name].append(generate())
-            time.sleep(pause_s)
+    for _ in range(options.warmup):
+        for side in sides.values():
+            side.generate()
+            time.sleep(options.pause_s)
+    results: dict[str, list[Run]] = {name: [] for name in sides}
+    for _ in range(options.runs):
+        for name, side in sides.items():
+            results[name].append(timed_run(side, options))
+            time.sleep(options.pause_s)
     return results
 
 
-def describe(runs: list[Generation]) -> JSONDict:
+def describe(runs: list[Run]) -> JSONDict:
     """Median tokens/s and every run."""
-    rates = [g.tokens_per_s for g in runs]
+    rates = [r.generation.tokens_per_s for r in runs]
     return {
         "median_tokens_per_s": round(statistics.median(rates), 2),
         "min_tokens_per_s": round(min(rates), 2),
         "max_tokens_per_s": round(max(rates), 2),
+        "median_cpu_s_per_request": round(statistics.median(r.cpu_s for r in runs), 3),
         "runs": [
             {
-                "seconds": round(g.seconds, 4),
-                "completion_tokens": g.completion_tokens,
-                "tokens_per_s": round(g.tokens_per_s, 2),
-                "finish_reason": g.finish_reason,
+                "seconds": round(r.generation.seconds, 4),
+                "completion_tokens": r.generation.completion_tokens,
+                "tokens_per_s": round(r.generation.tokens_per_s, 2),
+                "finish_reason": r.generation.finish_reason,
+                "cpu_s": round(r.cpu_s, 3),
+                "foreign_cores_during": r.foreign_cores,
+                "waited_for_quiet_s": r.waited_s,
             }
-            for g in runs
+            for r in runs
         ],
     }
 
 
-def compare(results: dict[str, list[Generation]], max_tokens: int) -> JSONDict:
-    """Direct vs gateway for one mode, with the checks that make the ratio fair."""
-    direct, gateway = describe(results["direct"]), describe(results["gateway"])
-    every = results["direct"] + results["gateway"]
+def compare(results: dict[str, list[Run]], max_tokens: int) -> JSONDict:
+    """Each side, and the gateway's ratio to direct, with the checks that make it fair."""
+    sides = {name: describe(runs) for name, runs in results.items()}
+    every = [r for runs in results.values() for r in runs]
+    gateway = sides["gateway"]["median_tokens_per_s"]
     return {
-        "direct": direct,
-        "gateway": gateway,
-        "ratio_gateway_to_direct": round(
-            gateway["median_tokens_per_s"] / direct["median_tokens_per_s"], 4
+        **sides,
+        "ratio_gateway_to_direct": round(gateway / sides["direct"]["median_tokens_per_s"], 4),
+        "ratio_gateway_to_direct_prompt_cached": round(
+            gateway / sides["direct_prompt_cached"]["median_tokens_per_s"], 4
         ),
-        "completion_tokens": sorted({g.completion_tokens for g in every}),
-        "ran_to_max_tokens": all(g.completion_tokens == max_tokens for g in every),
-        "same_text_both_sides": len({g.text for g in every}) == 1,
-        "sample_text": every[0].text[:200],
+        "completion_tokens": sorted({r.generation.completion_tokens for r in every}),
+        "ran_to_max_tokens": all(r.generation.completion_tokens == max_tokens for r in every),
+        "same_text_by_side": {
+            name: len({r.generation.text for r in runs}) == 1 for name, runs in results.items()
+        },
+        "same_text_direct_and_gateway": len(
+            {r.generation.text for r in results["direct"] + results["gateway"]}
+        )
+        == 1,
+        "max_foreign_cores_during_runs": max(r.foreign_cores for r in every),
+        "sample_text": every[0].generation.text[:200],
     }
 
 
 def measure(server: AtriumServer, llm: Any, options: Options) -> JSONDict:
-    """Non-streaming, then streaming, each interleaved."""
-    modes: dict[str, dict[str, Generate]] = {
+    """Non-streaming, then streaming, each interleaved three ways."""
+    me = os.getpid()
+    modes: dict[str, dict[str, Side]] = {
         "non_streaming": {
-            "direct": lambda: direct_call(llm, options),
-            "gateway": lambda: gateway_call(server, options),
+            "direct": Side(lambda: direct_call(llm, options, fresh=True), me),
+            "gateway": Side(lambda: gateway_call(server, options), server.pid),
+            "direct_prompt_cached": Side(lambda: direct_call(llm, options, fresh=False), me),
         },
         "streaming": {
-            "direct": lambda: direct_stream(llm, options),
-            "gateway": lambda: gateway_stream(server, options),
+            "direct": Side(lambda: direct_stream(llm, options, fresh=True), me),
+            "gateway": Side(lambda: gateway_stream(server, options), server.pid),
+            "direct_prompt_cached": Side(lambda: direct_stream(llm, options, fresh=False), me),
         },
     }
     result: JSONDict = {}
     for mode, sides in modes.items():
         print(f"{mode}: {options.runs} runs per side after {options.warmup} warm-up ...")
-        runs = interleaved(sides, options.runs, options.warmup, options.pause_s)
-        result[mode] = compare(runs, options.max_tokens)
+        result[mode] = compare(interleaved(sides, options), options.max_tokens)
     return result
 
 
@@ -350,7 +420,12 @@ def render_markdown(data: JSONDict) -> str:
                 ms(result["gateway"]["median_tokens_per_s"], 1),
                 f"{ratio:.3f}",
                 "met" if ratio >= TARGET_RATIO else "**missed**",
+                ms(result["direct_prompt_cached"]["median_tokens_per_s"], 1),
+                f"{result['ratio_gateway_to_direct_prompt_cached']:.3f}",
                 ", ".join(str(t) for t in result["completion_tokens"]),
+                f"{result['direct']['median_cpu_s_per_request']:.2f} / "
+                f"{result['gateway']['median_cpu_s_per_request']:.2f}",
+                ms(result["max_foreign_cores_during_runs"]),
             ]
         )
     return "\n".join(
@@ -363,7 +438,10 @@ def render_markdown(data: JSONDict) -> str:
             f"threads, max_tokens {settings['max_tokens']}, temperature 0, seed "
             f"{settings['seed']}; median of {settings['runs']} interleaved runs per side "
             f"after {settings['warmup']} warm-up. tokens/s = completion tokens / wall time "
-            "of the whole request.",
+            "of the whole request. *direct* calls `llm.reset()` first, so it evaluates the "
+            "whole prompt every time as Atrium does for a seeded request (equal work); "
+            "*direct, prompt cached* is llama-cpp-python's default, which reuses the "
+            "previous call's prompt.",
             "",
             markdown_table(
                 [
@@ -372,7 +450,11 @@ def render_markdown(data: JSONDict) -> str:
                     "through Atrium tokens/s",
                     "ratio",
                     f"target >= {TARGET_RATIO}",
+                    "direct, prompt cached, tokens/s",
+                    "Atrium / prompt cached",
                     "completion tokens",
+                    "CPU s per request, direct / Atrium",
+                    "other work, cores (max)",
                 ],
                 rows,
             ),
@@ -432,9 +514,12 @@ def run(options: Options) -> JSONDict:
             "endpoint": CHAT_PATH,
             "atrium_model_config": model_spec,
             "direct": "llama_cpp.Llama(model_path, n_ctx, n_threads, n_threads_batch, "
-            "verbose=False).create_chat_completion(messages, stop=[], max_tokens, "
-            "temperature=0, seed)",
-            "order": "per mode: warm-up of each side, then direct, gateway, direct, gateway, ...",
+            "verbose=False); llm.reset(); llm.create_chat_completion(messages, stop=[], "
+            "max_tokens, temperature=0, seed)",
+            "direct_prompt_cached": "the same without llm.reset(): llama-cpp-python reuses "
+            "the prompt evaluated by the previous call",
+            "order": "per mode: warm-up of each side, then direct, gateway, "
+            "direct_prompt_cached, direct, gateway, ... each after a wait for a quiet machine",
             "streaming_tokens": "gateway: the usage chunk (stream_options.include_usage); "
             "direct: chunks carrying content (the rule Atrium counts by)",
         },
@@ -449,7 +534,6 @@ def run(options: Options) -> JSONDict:
 
 def main() -> None:
     """Run the benchmark, write the results and print the table."""
-    exit_cleanly_on_sigterm()
     options = parse_options()
     data = run(options)
     for mode, result in data["results"].items():
@@ -463,7 +547,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_main(main)
