@@ -157,8 +157,6 @@ class LlamaCppBackend(BackendBase):
             value = getattr(request, field)
             if value is not None:
                 kwargs[field] = value
-        if request.seed is None and request.temperature == 0:
-            kwargs["seed"] = 0
         return kwargs
 
     async def chat(self, request: ChatCompletionRequest) -> JSON:

@@ -76,6 +76,9 @@ async def client(upstream_url: str, tmp_path: Path) -> AsyncIterator[openai.Asyn
             "remote-smol": OpenAICompatModel(
                 base_url=upstream_url, upstream_model="smol-upstream", aliases=["remote"]
             ),
+            "impatient": OpenAICompatModel(
+                base_url=upstream_url, upstream_model="smol-upstream", timeout_seconds=0.05
+            ),
             "dead": OpenAICompatModel(
                 base_url=f"http://127.0.0.1:{_free_port()}/v1", connect_timeout_seconds=1
             ),
@@ -147,8 +150,20 @@ async def test_an_unreachable_upstream_is_a_502_not_a_hang(client: openai.AsyncO
         await client.chat.completions.create(model="dead", messages=MESSAGES, max_tokens=4)  # type: ignore[arg-type]
     assert raised.value.status_code == 502
     assert raised.value.body == {
-        "message": "upstream for 'dead' failed: ConnectError",
+        "message": "cannot connect to the upstream for 'dead'",
         "type": "server_error",
         "param": None,
         "code": "upstream_error",
+    }
+
+
+async def test_a_slow_upstream_is_a_504(client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as raised:
+        await client.chat.completions.create(model="impatient", messages=MESSAGES, max_tokens=64)  # type: ignore[arg-type]
+    assert raised.value.status_code == 504
+    assert raised.value.body == {
+        "message": "upstream for 'impatient' timed out",
+        "type": "server_error",
+        "param": None,
+        "code": "upstream_timeout",
     }
