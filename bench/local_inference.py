@@ -2,10 +2,15 @@
 
 ``atrium serve`` runs the bundled GGUF (one worker); this process loads the same
 GGUF with the same ``n_ctx`` and thread count once the server is ready. Then the
-same chat request (temperature 0, fixed seed, ``max_tokens``) runs N times on each
-side, interleaved (direct, gateway, direct, gateway, ...) so that only one model
-generates at any moment. tokens/s = completion tokens / wall time of the whole
-request (for streams: until the last chunk is read).
+same chat request (temperature 0, no seed unless ``--seed``, ``max_tokens``) runs N
+times on each side, interleaved (direct, gateway, direct, gateway, ...) so that only
+one model generates at any moment. tokens/s = completion tokens / wall time of the
+whole request (for streams: until the last chunk is read).
+
+Without a seed both sides reuse llama.cpp's prompt cache, as llama-cpp-python does by
+default. With ``--seed N`` Atrium forgets the prompt cache before each request (for
+reproducible text), so *direct* calls ``llm.reset()`` too, and a third side,
+*direct, prompt cached*, shows llama-cpp-python's default for comparison.
 
 Run: ``.venv/bin/python bench/local_inference.py`` (``--help`` for the knobs).
 """
@@ -67,7 +72,7 @@ class Options:
     max_tokens: int
     n_ctx: int
     n_threads: int
-    seed: int
+    seed: int | None
     prompt: str
     pause_s: float
     atrium_ref: str | None
@@ -90,7 +95,12 @@ def parse_options() -> Options:
     parser.add_argument(
         "--n-threads", type=int, default=os.cpu_count() or 1, help="default: every CPU"
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="send a seed (Atrium then evaluates the whole prompt each time; see README)",
+    )
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
     parser.add_argument(
         "--pause", type=float, default=0.5, help="seconds of quiet between runs (threads settle)"
@@ -144,7 +154,10 @@ Generate = Callable[[], Generation]
 
 def sampling(options: Options) -> JSONDict:
     """The request's sampling settings, as Atrium hands them to llama.cpp."""
-    return {"max_tokens": options.max_tokens, "temperature": 0.0, "seed": options.seed}
+    chosen: JSONDict = {"max_tokens": options.max_tokens, "temperature": 0.0}
+    if options.seed is not None:
+        chosen["seed"] = options.seed
+    return chosen
 
 
 def messages(options: Options) -> list[JSONDict]:
@@ -190,7 +203,8 @@ def direct_call(llm: Any, options: Options, *, fresh: bool) -> Generation:
     """``create_chat_completion`` in this process.
 
     ``fresh`` forgets the prompt cache first, as Atrium does for seeded requests,
-    so that both sides evaluate the whole prompt every time.
+    so that both sides evaluate the whole prompt every time. Without it the call
+    reuses the prompt the previous call evaluated (llama-cpp-python's default).
     """
     started = time.perf_counter()
     if fresh:
@@ -364,7 +378,9 @@ def compare(results: dict[str, list[Run]], max_tokens: int) -> JSONDict:
         "ratio_gateway_to_direct": round(gateway / sides["direct"]["median_tokens_per_s"], 4),
         "ratio_gateway_to_direct_prompt_cached": round(
             gateway / sides["direct_prompt_cached"]["median_tokens_per_s"], 4
-        ),
+        )
+        if "direct_prompt_cached" in sides
+        else None,
         "completion_tokens": sorted({r.generation.completion_tokens for r in every}),
         "ran_to_max_tokens": all(r.generation.completion_tokens == max_tokens for r in every),
         "same_text_by_side": {
@@ -380,20 +396,27 @@ def compare(results: dict[str, list[Run]], max_tokens: int) -> JSONDict:
 
 
 def measure(server: AtriumServer, llm: Any, options: Options) -> JSONDict:
-    """Non-streaming, then streaming, each interleaved three ways."""
+    """Non-streaming, then streaming, each interleaved two ways (three with a seed)."""
     me = os.getpid()
+    # Atrium forgets the prompt cache only for seeded requests; direct does the same work.
+    fresh = options.seed is not None
     modes: dict[str, dict[str, Side]] = {
         "non_streaming": {
-            "direct": Side(lambda: direct_call(llm, options, fresh=True), me),
+            "direct": Side(lambda: direct_call(llm, options, fresh=fresh), me),
             "gateway": Side(lambda: gateway_call(server, options), server.pid),
-            "direct_prompt_cached": Side(lambda: direct_call(llm, options, fresh=False), me),
         },
         "streaming": {
-            "direct": Side(lambda: direct_stream(llm, options, fresh=True), me),
+            "direct": Side(lambda: direct_stream(llm, options, fresh=fresh), me),
             "gateway": Side(lambda: gateway_stream(server, options), server.pid),
-            "direct_prompt_cached": Side(lambda: direct_stream(llm, options, fresh=False), me),
         },
     }
+    if fresh:
+        modes["non_streaming"]["direct_prompt_cached"] = Side(
+            lambda: direct_call(llm, options, fresh=False), me
+        )
+        modes["streaming"]["direct_prompt_cached"] = Side(
+            lambda: direct_stream(llm, options, fresh=False), me
+        )
     result: JSONDict = {}
     for mode, sides in modes.items():
         print(f"{mode}: {options.runs} runs per side after {options.warmup} warm-up ...")
@@ -404,30 +427,68 @@ def measure(server: AtriumServer, llm: Any, options: Options) -> JSONDict:
 # -- report -------------------------------------------------------------------------
 
 
+def seed_text(seed: int | None) -> str:
+    """The seed as the report words it."""
+    return "no seed" if seed is None else f"seed {seed}"
+
+
+def method_text(seeded: bool) -> str:
+    """What *direct* (and *direct, prompt cached*) do, for the report."""
+    if seeded:
+        return (
+            "*direct* calls `llm.reset()` first, so it evaluates the whole prompt every "
+            "time as Atrium does for a seeded request (equal work); *direct, prompt "
+            "cached* is llama-cpp-python's default, which reuses the previous call's prompt."
+        )
+    return (
+        "Without a seed both sides reuse the prompt the previous call evaluated "
+        "(llama-cpp-python's default, and Atrium's for unseeded requests): equal work."
+    )
+
+
 def render_markdown(data: JSONDict) -> str:
-    """The results as a Markdown table."""
+    """The results as a Markdown table (prompt-cached columns only when seeded)."""
     settings, machine = data["settings"], data["machine"]
     commit = (machine["atrium"]["commit"] or "unknown")[:12]
     dirty = " (with local edits in atrium/)" if machine["atrium"]["atrium_dirty"] else ""
+    seeded = all("direct_prompt_cached" in result for result in data["results"].values())
     rows = []
     for mode, label in (("non_streaming", "non-streaming"), ("streaming", "streaming")):
         result = data["results"][mode]
         ratio = result["ratio_gateway_to_direct"]
-        rows.append(
-            [
-                label,
-                ms(result["direct"]["median_tokens_per_s"], 1),
-                ms(result["gateway"]["median_tokens_per_s"], 1),
-                f"{ratio:.3f}",
-                "met" if ratio >= TARGET_RATIO else "**missed**",
+        row = [
+            label,
+            ms(result["direct"]["median_tokens_per_s"], 1),
+            ms(result["gateway"]["median_tokens_per_s"], 1),
+            f"{ratio:.3f}",
+            "met" if ratio >= TARGET_RATIO else "**missed**",
+        ]
+        if seeded:
+            row += [
                 ms(result["direct_prompt_cached"]["median_tokens_per_s"], 1),
                 f"{result['ratio_gateway_to_direct_prompt_cached']:.3f}",
-                ", ".join(str(t) for t in result["completion_tokens"]),
-                f"{result['direct']['median_cpu_s_per_request']:.2f} / "
-                f"{result['gateway']['median_cpu_s_per_request']:.2f}",
-                ms(result["max_foreign_cores_during_runs"]),
             ]
-        )
+        row += [
+            ", ".join(str(t) for t in result["completion_tokens"]),
+            f"{result['direct']['median_cpu_s_per_request']:.2f} / "
+            f"{result['gateway']['median_cpu_s_per_request']:.2f}",
+            ms(result["max_foreign_cores_during_runs"]),
+        ]
+        rows.append(row)
+    headers = [
+        "mode",
+        "direct tokens/s",
+        "through Atrium tokens/s",
+        "ratio",
+        f"target >= {TARGET_RATIO}",
+    ]
+    if seeded:
+        headers += ["direct, prompt cached, tokens/s", "Atrium / prompt cached"]
+    headers += [
+        "completion tokens",
+        "CPU s per request, direct / Atrium",
+        "other work, cores (max)",
+    ]
     return "\n".join(
         [
             f"Local inference, {machine['timestamp_utc']}: {machine['cpu_model']}, "
@@ -435,31 +496,35 @@ def render_markdown(data: JSONDict) -> str:
             f"llama-cpp-python {machine['llama_cpp_python']}, atrium {commit}{dirty}.",
             "",
             f"{settings['gguf_file']}, n_ctx {settings['n_ctx']}, {settings['n_threads']} "
-            f"threads, max_tokens {settings['max_tokens']}, temperature 0, seed "
-            f"{settings['seed']}; median of {settings['runs']} interleaved runs per side "
-            f"after {settings['warmup']} warm-up. tokens/s = completion tokens / wall time "
-            "of the whole request. *direct* calls `llm.reset()` first, so it evaluates the "
-            "whole prompt every time as Atrium does for a seeded request (equal work); "
-            "*direct, prompt cached* is llama-cpp-python's default, which reuses the "
-            "previous call's prompt.",
+            f"threads, max_tokens {settings['max_tokens']}, temperature 0, "
+            f"{seed_text(settings['seed'])}; median of {settings['runs']} interleaved runs "
+            f"per side after {settings['warmup']} warm-up. tokens/s = completion tokens / "
+            f"wall time of the whole request. {method_text(seeded)}",
             "",
-            markdown_table(
-                [
-                    "mode",
-                    "direct tokens/s",
-                    "through Atrium tokens/s",
-                    "ratio",
-                    f"target >= {TARGET_RATIO}",
-                    "direct, prompt cached, tokens/s",
-                    "Atrium / prompt cached",
-                    "completion tokens",
-                    "CPU s per request, direct / Atrium",
-                    "other work, cores (max)",
-                ],
-                rows,
-            ),
+            markdown_table(headers, rows),
         ]
     )
+
+
+def method_settings(options: Options) -> JSONDict:
+    """How each side generates and in which order, for the JSON."""
+    load = "llama_cpp.Llama(model_path, n_ctx, n_threads, n_threads_batch, verbose=False)"
+    call = "llm.create_chat_completion(messages, stop=[], max_tokens, temperature=0"
+    if options.seed is None:
+        return {
+            "direct": f"{load}; {call}) without a seed: llama-cpp-python reuses the prompt "
+            "evaluated by the previous call, as Atrium does for an unseeded request",
+            "order": "per mode: warm-up of each side, then direct, gateway, direct, "
+            "gateway, ... each after a wait for a quiet machine",
+        }
+    return {
+        "direct": f"{load}; llm.reset(); {call}, seed): the whole prompt every time, "
+        "as Atrium does for a seeded request",
+        "direct_prompt_cached": "the same without llm.reset(): llama-cpp-python reuses "
+        "the prompt evaluated by the previous call",
+        "order": "per mode: warm-up of each side, then direct, gateway, "
+        "direct_prompt_cached, direct, gateway, ... each after a wait for a quiet machine",
+    }
 
 
 # -- main ---------------------------------------------------------------------------
@@ -513,13 +578,7 @@ def run(options: Options) -> JSONDict:
             "gguf_bytes": gguf.stat().st_size,
             "endpoint": CHAT_PATH,
             "atrium_model_config": model_spec,
-            "direct": "llama_cpp.Llama(model_path, n_ctx, n_threads, n_threads_batch, "
-            "verbose=False); llm.reset(); llm.create_chat_completion(messages, stop=[], "
-            "max_tokens, temperature=0, seed)",
-            "direct_prompt_cached": "the same without llm.reset(): llama-cpp-python reuses "
-            "the prompt evaluated by the previous call",
-            "order": "per mode: warm-up of each side, then direct, gateway, "
-            "direct_prompt_cached, direct, gateway, ... each after a wait for a quiet machine",
+            **method_settings(options),
             "streaming_tokens": "gateway: the usage chunk (stream_options.include_usage); "
             "direct: chunks carrying content (the rule Atrium counts by)",
         },

@@ -22,24 +22,29 @@ def _answer(result: JSON | Sse) -> Response:
 
 
 def inference_router(service: InferenceService) -> APIRouter:
-    """``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings``."""
-    router = APIRouter(prefix="/v1", tags=["inference"])
+    """``/v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings``.
 
-    @router.post("/chat/completions")
+    Plain Starlette routes, not FastAPI's: the service parses and validates the body
+    itself, so FastAPI's dependency resolution would only add latency to every call.
+    Their contract is OpenAI's API reference, not this app's OpenAPI document.
+    """
+    router = APIRouter()
+
     async def chat_completions(request: Request) -> Response:
         body = await request.body()
         return _answer(await service.chat(request.headers.get("authorization"), body))
 
-    @router.post("/completions")
     async def completions(request: Request) -> Response:
         body = await request.body()
         return _answer(await service.complete(request.headers.get("authorization"), body))
 
-    @router.post("/embeddings")
     async def embeddings(request: Request) -> Response:
         body = await request.body()
         return json_response(await service.embed(request.headers.get("authorization"), body))
 
+    router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    router.add_route("/v1/completions", completions, methods=["POST"])
+    router.add_route("/v1/embeddings", embeddings, methods=["POST"])
     return router
 
 
