@@ -106,6 +106,12 @@ class LlamaCppModel(BaseModel):
     workers: int = Field(1, ge=1, description="Model instances generating in parallel.")
     queue_limit: int = Field(32, ge=0, description="Requests waiting beyond the workers.")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request omits it.")
+    stream_interval_ms: int = Field(
+        40,
+        ge=0,
+        description="Streamed tokens are handed to the server at most this often (the first "
+        "at once); fewer wake-ups leave the cores to generation. 0: every token.",
+    )
     aliases: list[str] = Field(default_factory=list, description="Other public names.")
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
@@ -24,8 +26,11 @@ class WorkerPool(Generic[M]):
     waiting without bound.
     """
 
-    def __init__(self, name: str, instances: list[M], queue_limit: int) -> None:
+    def __init__(
+        self, name: str, instances: list[M], queue_limit: int, *, stream_interval: float = 0.0
+    ) -> None:
         self._name = name
+        self._stream_interval = stream_interval
         self._capacity = len(instances) + queue_limit
         self._idle: asyncio.Queue[M] = asyncio.Queue()
         for instance in instances:
@@ -69,25 +74,30 @@ class WorkerPool(Generic[M]):
     async def stream(self, call: Callable[[M, threading.Event], Iterator[T]]) -> AsyncIterator[T]:
         """Iterate ``call``'s items as a worker thread produces them.
 
+        Items reach the event loop in batches at most every ``stream_interval`` seconds
+        (the first one at once): each hand-over wakes the loop, and on a machine whose
+        cores all run the model, every wake-up stalls generation.
+
         When the consumer stops early (a client went away), the thread is told to stop
         through the event it was given, and the instance returns to the pool only once
         the thread has let go of it.
         """
         self._admit()
         loop = asyncio.get_running_loop()
-        items: asyncio.Queue[object] = asyncio.Queue()
+        handoff = _Handoff(loop, self._stream_interval)
         stop = threading.Event()
         instance: M | None = None
         worker: asyncio.Future[None] | None = None
         try:
             instance = await self._idle.get()
-            worker = loop.run_in_executor(
-                self._executor, _produce, call, instance, stop, loop, items
-            )
-            while (item := await items.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item  # type: ignore[misc]
+            worker = loop.run_in_executor(self._executor, _produce, call, instance, stop, handoff)
+            while True:
+                for item in await handoff.batches.get():
+                    if item is _DONE:
+                        return
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item  # type: ignore[misc]
         finally:
             stop.set()
             self._release(instance, worker)
@@ -104,19 +114,47 @@ class WorkerPool(Generic[M]):
             worker.add_done_callback(give_back)
 
 
+class _Handoff:
+    """Carries items from a worker thread to the event loop in batches."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self.batches: asyncio.Queue[list[object]] = asyncio.Queue()
+        self._loop = loop
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._pending: list[object] = []
+        self._scheduled = False
+        self._last = -math.inf
+
+    def add(self, item: object, *, final: bool = False) -> None:
+        """Thread side: queue an item; wake the loop when a batch is due."""
+        with self._lock:
+            self._pending.append(item)
+            due = final or time.monotonic() - self._last >= self._interval
+            if due and not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, []
+            self._scheduled = False
+            self._last = time.monotonic()
+        self.batches.put_nowait(batch)
+
+
 def _produce(
     call: Callable[[M, threading.Event], Iterator[T]],
     instance: M,
     stop: threading.Event,
-    loop: asyncio.AbstractEventLoop,
-    items: asyncio.Queue[object],
+    handoff: _Handoff,
 ) -> None:
     """Thread side of :meth:`WorkerPool.stream`."""
     try:
         for item in call(instance, stop):
-            loop.call_soon_threadsafe(items.put_nowait, item)
+            handoff.add(item)
             if stop.is_set():
                 break
     except Exception as exc:  # noqa: BLE001 - handed to the consumer, which re-raises it
-        loop.call_soon_threadsafe(items.put_nowait, exc)
-    loop.call_soon_threadsafe(items.put_nowait, _DONE)
+        handoff.add(exc)
+    handoff.add(_DONE, final=True)

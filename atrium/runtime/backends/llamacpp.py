@@ -70,7 +70,12 @@ class LlamaCppBackend(BackendBase):
         instances = await asyncio.gather(
             *(asyncio.to_thread(self._load, threads) for _ in range(self._spec.workers))
         )
-        self._pool = WorkerPool(self.name, list(instances), self._spec.queue_limit)
+        self._pool = WorkerPool(
+            self.name,
+            list(instances),
+            self._spec.queue_limit,
+            stream_interval=self._spec.stream_interval_ms / 1000,
+        )
         self._tokenizer = instances[0]
         self._formatter = _chat_formatter(instances[0])
 

@@ -126,3 +126,26 @@ async def test_stream_errors_reach_the_consumer() -> None:
     assert got == [1]
     await _wait_until(lambda: pool.in_flight == 0)
     pool.close()
+
+
+async def test_streamed_items_come_in_batches_after_the_first() -> None:
+    pool: WorkerPool[Instance] = WorkerPool("m", [Instance("a")], 0, stream_interval=3600)
+    first_seen = threading.Event()
+    release = threading.Event()
+
+    def numbers(_: Instance, __: threading.Event) -> Iterator[int]:
+        yield 1
+        assert first_seen.wait(5), "the first item was held back"
+        yield from (2, 3, 4)
+        assert release.wait(5)
+
+    items = aiter(pool.stream(numbers))
+    assert await anext(items) == 1
+    first_seen.set()
+    # Within the interval the rest wait for the end of the stream, in one batch.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(pending := asyncio.ensure_future(anext(items))), 0.2)
+    release.set()
+    assert await pending == 2
+    assert [n async for n in items] == [3, 4]
+    pool.close()
