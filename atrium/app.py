@@ -16,14 +16,16 @@ from atrium.api.errors import install_error_handlers
 from atrium.api.health import health_router
 from atrium.api.keys import keys_router
 from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
+from atrium.core.errors import InvalidRequestError
 from atrium.core.settings import Settings
 from atrium.gateway.auth import KeyAuthenticator
-from atrium.gateway.limits import InProcessRateLimiter, Limits
+from atrium.gateway.limits import InProcessRateLimiter, Limits, RateLimiter
 from atrium.gateway.middleware import (
     BodySizeLimitMiddleware,
     RequestIdMiddleware,
     UnhandledErrorMiddleware,
 )
+from atrium.gateway.redis_limits import RedisRateLimiter
 from atrium.gateway.routes import inference_router, models_router
 from atrium.gateway.service import InferenceService
 from atrium.observability.metrics import GatewayMetrics
@@ -78,6 +80,7 @@ class Platform:
                 stack.push_async_callback(self.redis.aclose)
             stack.push_async_callback(self.bus.close)
             stack.push_async_callback(self.publisher.close)
+            stack.push_async_callback(self.inference.drain)
             stack.push_async_callback(self.catalog.close)
 
     async def _bootstrap_key(self) -> None:
@@ -85,9 +88,14 @@ class Platform:
         if configured is not None:
             secret = configured.get_secret_value()
             if await self.keys.find_by_secret(secret) is None:
-                await self.keys.create(
-                    name="bootstrap admin", scopes={Scope.ADMIN, Scope.INFERENCE}, secret=secret
-                )
+                try:
+                    await self.keys.create(
+                        name="bootstrap admin", scopes={Scope.ADMIN, Scope.INFERENCE}, secret=secret
+                    )
+                except InvalidRequestError:
+                    # Another replica starting at the same moment stored it first.
+                    if await self.keys.find_by_secret(secret) is None:
+                        raise
             return
         if await self.keys.count() == 0:
             new = await self.keys.create(
@@ -106,9 +114,10 @@ def build_platform(
     db = Database(settings.store_url, pool_size=settings.store.pool_size, echo=settings.store.echo)
     keys = ApiKeyRepository(db, prefix=settings.auth.key_prefix)
     redis_client: aioredis.Redis | None = None
-    bus: EventBus
-    if settings.bus.backend == "redis":
+    if "redis" in (settings.bus.backend, settings.limits.backend):
         redis_client = aioredis.Redis.from_url(settings.redis.url)
+    bus: EventBus
+    if redis_client is not None and settings.bus.backend == "redis":
         bus = RedisStreamsEventBus(
             redis_client,
             stream_prefix=settings.bus.stream_prefix,
@@ -123,7 +132,7 @@ def build_platform(
     inference = InferenceService(
         catalog=catalog,
         auth=auth,
-        limiter=InProcessRateLimiter(),
+        limiter=_limiter(settings, redis_client),
         metrics=metrics,
         publisher=publisher,
         default_limits=Limits(rpm=settings.limits.default_rpm, tpm=settings.limits.default_tpm),
@@ -141,6 +150,16 @@ def build_platform(
         redis=redis_client,
         announce_key=announce_key,
     )
+
+
+def _limiter(settings: Settings, redis_client: aioredis.Redis | None) -> RateLimiter:
+    if redis_client is not None and settings.limits.backend == "redis":
+        return RedisRateLimiter(
+            redis_client,
+            prefix=settings.limits.redis_prefix,
+            on_failure=settings.limits.on_redis_failure,
+        )
+    return InProcessRateLimiter()
 
 
 def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:

@@ -111,6 +111,14 @@ class OverloadedError(AtriumError):
     default_code = "model_overloaded"
 
 
+class LimiterUnavailableError(AtriumError):
+    """Rate limits cannot be checked (their store is down) and they fail closed."""
+
+    status = 503
+    type = "server_error"
+    default_code = "limits_unavailable"
+
+
 class UpstreamError(AtriumError):
     """An upstream model server failed or could not be reached."""
 

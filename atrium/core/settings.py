@@ -92,6 +92,15 @@ class AuthSettings(BaseModel):
 class LimitSettings(BaseModel):
     """Rate limits."""
 
+    backend: Literal["inprocess", "redis"] = Field(
+        "inprocess",
+        description="inprocess (one process) or redis (exact across every replica sharing it).",
+    )
+    on_redis_failure: Literal["open", "closed"] = Field(
+        "open", description="When Redis is unreachable: admit (open) or refuse with 503 (closed)."
+    )
+    redis_prefix: str = Field("atrium:limits:", description="Redis key prefix of the buckets.")
+
     default_rpm: int | None = Field(None, ge=1, description="RPM for keys without their own.")
     default_tpm: int | None = Field(None, ge=1, description="TPM for keys without their own.")
 

@@ -31,10 +31,10 @@ class Reservation:
 class RateLimiter(Protocol):
     """Admits or refuses requests against per-key limits."""
 
-    def reserve(self, key_id: str, limits: Limits, estimate: int) -> Reservation:
+    async def reserve(self, key_id: str, limits: Limits, estimate: int) -> Reservation:
         """Take one request and ``estimate`` tokens, or raise 429 with ``Retry-After``."""
 
-    def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
+    async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Replace the estimate with the real token count."""
 
 
@@ -81,31 +81,27 @@ class InProcessRateLimiter:
         bucket.refill(now)
         return bucket
 
-    def reserve(self, key_id: str, limits: Limits, estimate: int) -> Reservation:
+    async def reserve(self, key_id: str, limits: Limits, estimate: int) -> Reservation:
         """Take one request and ``estimate`` tokens, or raise 429."""
         now = self.clock()
         requests = tokens = None
         if limits.rpm is not None:
             requests = self._bucket(key_id, "rpm", limits.rpm, now)
             if requests.tokens < 1:
-                raise _limited("requests per minute", limits.rpm, requests.wait_for(1))
+                raise limited("requests per minute", limits.rpm, requests.wait_for(1))
         if limits.tpm is not None:
             tokens = self._bucket(key_id, "tpm", limits.tpm, now)
             if estimate > limits.tpm:
-                msg = (
-                    f"this request needs about {estimate} tokens, more than the key's limit "
-                    f"of {limits.tpm} tokens per minute; lower max_tokens or the prompt"
-                )
-                raise RateLimitError(msg, headers={"retry-after": "60"})
+                raise too_large(estimate, limits.tpm)
             if tokens.tokens < estimate:
-                raise _limited("tokens per minute", limits.tpm, tokens.wait_for(estimate))
+                raise limited("tokens per minute", limits.tpm, tokens.wait_for(estimate))
         if requests is not None:
             requests.tokens -= 1
         if tokens is not None:
             tokens.tokens -= estimate
         return Reservation(key_id, estimate if tokens is not None else 0, limits.tpm)
 
-    def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
+    async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Refund or charge the difference between the estimate and the real count."""
         if reservation.tpm is None:
             return
@@ -115,7 +111,17 @@ class InProcessRateLimiter:
             bucket.tokens = min(bucket.capacity, bucket.tokens + reservation.tokens - actual_tokens)
 
 
-def _limited(what: str, limit: int, wait: float) -> RateLimitError:
+def too_large(estimate: int, tpm: int) -> RateLimitError:
+    """A request that no amount of waiting lets through."""
+    msg = (
+        f"this request needs about {estimate} tokens, more than the key's limit "
+        f"of {tpm} tokens per minute; lower max_tokens or the prompt"
+    )
+    return RateLimitError(msg, headers={"retry-after": "60"})
+
+
+def limited(what: str, limit: int, wait: float) -> RateLimitError:
+    """429 for a limit that lets the request through after ``wait`` seconds."""
     retry_after = max(1, math.ceil(wait))
     msg = f"rate limit reached: {limit} {what}; retry in {retry_after}s"
     return RateLimitError(msg, headers={"retry-after": str(retry_after)})

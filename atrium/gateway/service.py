@@ -7,6 +7,7 @@ off the hot path.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -90,6 +91,7 @@ class InferenceService:
         self._metrics = metrics
         self._publisher = publisher
         self._default_limits = default_limits
+        self._background: set[asyncio.Task[None]] = set()
 
     async def chat(self, authorization: str | None, body: bytes) -> JSON | Sse:
         """``POST /v1/chat/completions``: a completion object or an SSE stream."""
@@ -142,7 +144,7 @@ class InferenceService:
         authorize_model(call.principal, model_name, entry.name)
         self._check_capability(entry, call.endpoint, model_name)
         estimate = _estimate(request, entry.backend.completion_estimate)
-        call.reservation = self._limiter.reserve(
+        call.reservation = await self._limiter.reserve(
             call.principal.key_id, self._limits_of(call.principal), estimate
         )
         self._metrics.in_flight.labels(call.model).inc()
@@ -209,11 +211,24 @@ class InferenceService:
             await _aclose(events)
             self._record(call, status, usage)
 
+    def _reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
+        """Settle a reservation off the hot path (with Redis it is a round trip)."""
+        if reservation.tpm is None:
+            return
+        task = asyncio.create_task(self._limiter.reconcile(reservation, actual_tokens))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for pending reconciliations (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     def _record(self, call: _Call, status: int, usage: Usage) -> None:
         """Metrics, limiter reconciliation and the request.completed event."""
         seconds = time.perf_counter() - call.started
         if call.reservation is not None:
-            self._limiter.reconcile(call.reservation, usage.total_tokens)
+            self._reconcile(call.reservation, usage.total_tokens)
             self._metrics.in_flight.labels(call.model).dec()
         self._metrics.observe(
             model=call.model,

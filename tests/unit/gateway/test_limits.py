@@ -24,72 +24,72 @@ def limiter(clock: Clock) -> InProcessRateLimiter:
     return InProcessRateLimiter(clock=clock)
 
 
-def test_rpm_admits_exactly_the_limit_then_429_with_retry_after(
+async def test_rpm_admits_exactly_the_limit_then_429_with_retry_after(
     limiter: InProcessRateLimiter, clock: Clock
 ) -> None:
     limits = Limits(rpm=3, tpm=None)
     for _ in range(3):
-        limiter.reserve("k", limits, 10)
+        await limiter.reserve("k", limits, 10)
     with pytest.raises(RateLimitError) as refused:
-        limiter.reserve("k", limits, 10)
+        await limiter.reserve("k", limits, 10)
     assert refused.value.status == 429
     assert refused.value.headers["retry-after"] == "20"  # one request refills in 60/3 s
     clock.now += 20
-    limiter.reserve("k", limits, 10)
+    await limiter.reserve("k", limits, 10)
 
 
-def test_keys_have_separate_buckets(limiter: InProcessRateLimiter) -> None:
+async def test_keys_have_separate_buckets(limiter: InProcessRateLimiter) -> None:
     limits = Limits(rpm=1, tpm=None)
-    limiter.reserve("a", limits, 1)
-    limiter.reserve("b", limits, 1)
+    await limiter.reserve("a", limits, 1)
+    await limiter.reserve("b", limits, 1)
     with pytest.raises(RateLimitError):
-        limiter.reserve("a", limits, 1)
+        await limiter.reserve("a", limits, 1)
 
 
-def test_tpm_reserves_the_estimate_and_reconciles_actual(
+async def test_tpm_reserves_the_estimate_and_reconciles_actual(
     limiter: InProcessRateLimiter, clock: Clock
 ) -> None:
     limits = Limits(rpm=None, tpm=600)
-    held = limiter.reserve("k", limits, 500)
+    held = await limiter.reserve("k", limits, 500)
     with pytest.raises(RateLimitError) as refused:
-        limiter.reserve("k", limits, 200)
+        await limiter.reserve("k", limits, 200)
     assert refused.value.headers["retry-after"] == "10"  # 100 missing at 10 tokens/s
-    limiter.reconcile(held, 50)  # the request used far less than estimated
-    limiter.reserve("k", limits, 500)
+    await limiter.reconcile(held, 50)  # the request used far less than estimated
+    await limiter.reserve("k", limits, 500)
 
 
-def test_actual_usage_above_the_estimate_is_charged(limiter: InProcessRateLimiter) -> None:
+async def test_actual_usage_above_the_estimate_is_charged(limiter: InProcessRateLimiter) -> None:
     limits = Limits(rpm=None, tpm=600)
-    held = limiter.reserve("k", limits, 100)
-    limiter.reconcile(held, 600)
+    held = await limiter.reserve("k", limits, 100)
+    await limiter.reconcile(held, 600)
     with pytest.raises(RateLimitError):
-        limiter.reserve("k", limits, 1)
+        await limiter.reserve("k", limits, 1)
 
 
-def test_a_refused_request_consumes_nothing(limiter: InProcessRateLimiter) -> None:
+async def test_a_refused_request_consumes_nothing(limiter: InProcessRateLimiter) -> None:
     limits = Limits(rpm=2, tpm=100)
-    limiter.reserve("k", limits, 90)
+    await limiter.reserve("k", limits, 90)
     with pytest.raises(RateLimitError):
-        limiter.reserve("k", limits, 50)  # refused on TPM: its RPM slot is not taken
-    limiter.reserve("k", limits, 10)
+        await limiter.reserve("k", limits, 50)  # refused on TPM: its RPM slot is not taken
+    await limiter.reserve("k", limits, 10)
 
 
-def test_a_request_larger_than_the_tpm_limit_says_so(limiter: InProcessRateLimiter) -> None:
+async def test_a_request_larger_than_the_tpm_limit_says_so(limiter: InProcessRateLimiter) -> None:
     with pytest.raises(RateLimitError, match="more than the key's limit of 100"):
-        limiter.reserve("k", Limits(rpm=None, tpm=100), 101)
+        await limiter.reserve("k", Limits(rpm=None, tpm=100), 101)
 
 
-def test_unlimited_keys_are_never_refused(limiter: InProcessRateLimiter) -> None:
+async def test_unlimited_keys_are_never_refused(limiter: InProcessRateLimiter) -> None:
     for _ in range(1000):
-        limiter.reserve("k", Limits(rpm=None, tpm=None), 10_000)
+        await limiter.reserve("k", Limits(rpm=None, tpm=None), 10_000)
 
 
-def test_buckets_refill_but_never_above_capacity(
+async def test_buckets_refill_but_never_above_capacity(
     limiter: InProcessRateLimiter, clock: Clock
 ) -> None:
     limits = Limits(rpm=2, tpm=None)
     clock.now += 3600
-    limiter.reserve("k", limits, 0)
-    limiter.reserve("k", limits, 0)
+    await limiter.reserve("k", limits, 0)
+    await limiter.reserve("k", limits, 0)
     with pytest.raises(RateLimitError):
-        limiter.reserve("k", limits, 0)
+        await limiter.reserve("k", limits, 0)
