@@ -126,9 +126,14 @@ def build_platform(
     else:
         bus = InProcessEventBus()
     publisher = EventPublisher(bus, max_queue_size=settings.bus.publish_queue)
-    catalog = ModelCatalog.from_settings(settings.models, factories or default_factories())
-    auth = KeyAuthenticator(keys, ttl=settings.auth.cache_ttl_seconds)
     metrics = GatewayMetrics()
+    catalog = ModelCatalog.from_settings(
+        settings.models,
+        factories or default_factories(observer=metrics),
+        settings.routes,
+        observer=metrics,
+    )
+    auth = KeyAuthenticator(keys, ttl=settings.auth.cache_ttl_seconds)
     inference = InferenceService(
         catalog=catalog,
         auth=auth,

@@ -105,6 +105,36 @@ class LimitSettings(BaseModel):
     default_tpm: int | None = Field(None, ge=1, description="TPM for keys without their own.")
 
 
+class RouteTarget(BaseModel):
+    """One arm of a route's weighted split."""
+
+    model: str = Field(min_length=1, description="A model (or route) name.")
+    weight: float = Field(1.0, gt=0, description="Relative share of the traffic.")
+
+
+class RouteSpec(BaseModel):
+    """A public name served by a weighted split with retries and a fallback chain."""
+
+    model_config = {"extra": "forbid"}
+
+    targets: list[RouteTarget] = Field(min_length=1, description="The split's arms.")
+    sticky: Literal["none", "user", "header"] = Field(
+        "user",
+        description="Keep one caller on one arm by the request's `user` field, by a header, "
+        "or not at all.",
+    )
+    sticky_header: str = Field("x-atrium-session", description="The header for sticky=header.")
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Models tried in order when the chosen arm fails."
+    )
+    retries: int = Field(1, ge=0, le=10, description="Retries per target on retryable errors.")
+    backoff_ms: float = Field(100.0, ge=0, description="First retry delay (doubles, jittered).")
+    max_backoff_ms: float = Field(
+        5000.0, ge=0, description="Longest wait before a retry, Retry-After included."
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other public names.")
+
+
 class LlamaCppModel(BaseModel):
     """A GGUF model run in process by llama.cpp."""
 
@@ -127,11 +157,51 @@ class LlamaCppModel(BaseModel):
 UpstreamCapability = Literal["chat", "completions", "embeddings", "tools"]
 
 
+class BreakerSettings(BaseModel):
+    """The per-replica circuit breaker."""
+
+    failures: int = Field(3, ge=1, description="Consecutive failures that open the breaker.")
+    cooldown_seconds: float = Field(
+        30.0, gt=0, description="How long an open breaker keeps the replica out (then one probe)."
+    )
+
+
 class OpenAICompatModel(BaseModel):
     """Any OpenAI-compatible upstream (vLLM, Ollama, llama.cpp server, OpenAI)."""
 
     backend: Literal["openai_compat"] = "openai_compat"
     base_url: HttpUrl = Field(description="Upstream base URL, ending in /v1.")
+    replicas: list[HttpUrl] = Field(
+        default_factory=list,
+        description="More base URLs serving the same model; requests are balanced over all.",
+    )
+    balancing: Literal["least_outstanding", "ewma", "round_robin"] = Field(
+        "least_outstanding",
+        description="How a replica is picked: fewest requests in flight, lowest latency "
+        "(exponentially weighted), or weighted round robin.",
+    )
+    replica_weights: list[float] | None = Field(
+        None, description="Round-robin weights, one per base URL (base_url first)."
+    )
+    breaker: BreakerSettings = Field(
+        default_factory=BreakerSettings, description="When a replica is cooled down."
+    )
+    health_check_seconds: float = Field(
+        10.0, ge=0, description="Probe each replica's /models this often (0: never)."
+    )
+
+    @model_validator(mode="after")
+    def _one_weight_per_replica(self) -> OpenAICompatModel:
+        if self.replica_weights is not None and len(self.replica_weights) != 1 + len(self.replicas):
+            msg = "replica_weights needs one weight per base URL (base_url, then replicas)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def base_urls(self) -> list[HttpUrl]:
+        """``base_url`` and the replicas, in order."""
+        return [self.base_url, *self.replicas]
+
     upstream_model: str | None = Field(None, description="Model name upstream (default: ours).")
     api_key: SecretStr | None = Field(None, description="Bearer token for the upstream.")
     timeout_seconds: float = Field(120.0, gt=0, description="Read timeout per request.")
@@ -162,8 +232,64 @@ class OnnxEmbeddingModel(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="Other public names.")
 
 
+class AnthropicModel(BaseModel):
+    """A Claude model on Anthropic's Messages API, reached through the official SDK."""
+
+    backend: Literal["anthropic"] = "anthropic"
+    model: str = Field(min_length=1, description="Anthropic's model id, e.g. claude-sonnet-4-6.")
+    api_key: SecretStr = Field(description="Anthropic API key.")
+    base_url: HttpUrl | None = Field(None, description="API base URL (default: the SDK's).")
+    timeout_seconds: float = Field(120.0, gt=0, description="Timeout per request.")
+    max_retries: int = Field(
+        0, ge=0, description="SDK retries per request (the gateway retries on its own)."
+    )
+    default_max_tokens: int = Field(
+        4096, ge=1, description="max_tokens when a request omits it (Anthropic requires one)."
+    )
+    completion_estimate: int = Field(
+        512,
+        ge=0,
+        description="Completion tokens reserved against TPM limits when a request sets no "
+        "max_tokens (reconciled with the real count afterwards).",
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other public names.")
+
+
+class GeminiModel(BaseModel):
+    """A Gemini model on the Gemini Developer API or Vertex AI, through google-genai."""
+
+    backend: Literal["gemini"] = "gemini"
+    model: str = Field(min_length=1, description="Gemini's model id, e.g. gemini-2.5-flash.")
+    api_key: SecretStr | None = Field(
+        None, description="Gemini API key (Vertex AI: express mode; else ADC credentials)."
+    )
+    vertexai: bool = Field(False, description="Use Vertex AI instead of the Gemini API.")
+    project: str | None = Field(None, description="Google Cloud project (Vertex AI).")
+    location: str | None = Field(None, description="Google Cloud location (Vertex AI).")
+    base_url: HttpUrl | None = Field(None, description="API base URL (default: the SDK's).")
+    timeout_seconds: float = Field(120.0, gt=0, description="Timeout per request.")
+    completion_estimate: int = Field(
+        512,
+        ge=0,
+        description="Completion tokens reserved against TPM limits when a request sets no "
+        "max_tokens (reconciled with the real count afterwards).",
+    )
+    aliases: list[str] = Field(default_factory=list, description="Other public names.")
+
+    @model_validator(mode="after")
+    def _auth_fits_the_api(self) -> GeminiModel:
+        if not self.vertexai and (self.project or self.location):
+            msg = "project and location apply to Vertex AI only (set vertexai: true)"
+            raise ValueError(msg)
+        if not self.vertexai and self.api_key is None:
+            msg = "the Gemini API needs an api_key"
+            raise ValueError(msg)
+        return self
+
+
 ModelSpec = Annotated[
-    LlamaCppModel | OpenAICompatModel | OnnxEmbeddingModel, Field(discriminator="backend")
+    LlamaCppModel | OpenAICompatModel | OnnxEmbeddingModel | AnthropicModel | GeminiModel,
+    Field(discriminator="backend"),
 ]
 
 
@@ -194,16 +320,33 @@ class Settings(BaseSettings):
         default_factory=_default_models,
         description="Public model name -> backend and its parameters.",
     )
+    routes: dict[str, RouteSpec] = Field(
+        default_factory=dict,
+        description="Public name -> weighted split over models, with retries and fallbacks.",
+    )
 
     @model_validator(mode="after")
     def _names_are_unique(self) -> Settings:
         seen: dict[str, str] = {}
-        for name, spec in self.models.items():
-            for public in (name, *spec.aliases):
+        named: list[tuple[str, list[str]]] = [(n, s.aliases) for n, s in self.models.items()]
+        named += [(n, r.aliases) for n, r in self.routes.items()]
+        for name, aliases in named:
+            for public in (name, *aliases):
                 if public in seen:
                     msg = f"model name {public!r} is used by both {seen[public]!r} and {name!r}"
                     raise ValueError(msg)
                 seen[public] = name
+        return self
+
+    @model_validator(mode="after")
+    def _routes_name_models(self) -> Settings:
+        models = {p for n, s in self.models.items() for p in (n, *s.aliases)}
+        for name, route in self.routes.items():
+            named = [t.model for t in route.targets] + route.fallbacks
+            unknown = [m for m in named if m not in models]
+            if unknown:
+                msg = f"route {name!r} names models that are not configured: {unknown}"
+                raise ValueError(msg)
         return self
 
     @property

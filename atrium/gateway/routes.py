@@ -10,15 +10,21 @@ from atrium.core.http import json_response
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.gateway.service import InferenceService, Sse
 from atrium.runtime.catalog import ModelCatalog
+from atrium.runtime.routing import request_headers, served_by
 from atrium.runtime.schema import JSON
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def _answer(result: JSON | Sse) -> Response:
+    served = served_by.get()
     if isinstance(result, dict):
-        return json_response(result)
-    return StreamingResponse(result, media_type="text/event-stream", headers=_SSE_HEADERS)
+        response = json_response(result)
+    else:
+        response = StreamingResponse(result, media_type="text/event-stream", headers=_SSE_HEADERS)
+    if served is not None:
+        response.headers["x-atrium-served-by"] = served
+    return response
 
 
 def inference_router(service: InferenceService) -> APIRouter:
@@ -31,16 +37,19 @@ def inference_router(service: InferenceService) -> APIRouter:
     router = APIRouter()
 
     async def chat_completions(request: Request) -> Response:
+        request_headers.set(request.headers)
         body = await request.body()
         return _answer(await service.chat(request.headers.get("authorization"), body))
 
     async def completions(request: Request) -> Response:
+        request_headers.set(request.headers)
         body = await request.body()
         return _answer(await service.complete(request.headers.get("authorization"), body))
 
     async def embeddings(request: Request) -> Response:
+        request_headers.set(request.headers)
         body = await request.body()
-        return json_response(await service.embed(request.headers.get("authorization"), body))
+        return _answer(await service.embed(request.headers.get("authorization"), body))
 
     router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
     router.add_route("/v1/completions", completions, methods=["POST"])

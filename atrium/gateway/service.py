@@ -26,6 +26,7 @@ from atrium.gateway.limits import Limits, RateLimiter, Reservation
 from atrium.observability.metrics import GatewayMetrics
 from atrium.runtime.base import Capability, StreamEvent
 from atrium.runtime.catalog import CatalogEntry, ModelCatalog
+from atrium.runtime.routing import served_by
 from atrium.runtime.schema import (
     JSON,
     ChatCompletionRequest,
@@ -140,6 +141,7 @@ class InferenceService:
         model_name: str = getattr(request, "model", "")
         entry = self._catalog.resolve(model_name)
         call.model = entry.name
+        served_by.set(entry.name)  # routes and replica sets name the deployment more precisely
         call.stream = bool(getattr(request, "stream", False))
         authorize_model(call.principal, model_name, entry.name)
         self._check_capability(entry, call.endpoint, model_name)

@@ -54,6 +54,24 @@ class GatewayMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.retries = Counter(
+            "atrium_route_retries",
+            "Requests tried again on the same target, by route and target.",
+            ["route", "target"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "atrium_route_fallbacks",
+            "Requests passed to the next target of a fallback chain.",
+            ["route", "failed", "to"],
+            registry=self.registry,
+        )
+        self.cooldowns = Counter(
+            "atrium_replica_cooldowns",
+            "Times a replica's circuit breaker opened.",
+            ["model", "replica"],
+            registry=self.registry,
+        )
         self.events_dropped = Gauge(
             "atrium_events_dropped",
             "Events dropped because the publish queue was full.",
@@ -78,6 +96,18 @@ class GatewayMetrics:
             self.tokens.labels(model, "prompt").inc(prompt_tokens)
         if completion_tokens:
             self.tokens.labels(model, "completion").inc(completion_tokens)
+
+    def retried(self, route: str, target: str) -> None:
+        """Count a retry (RoutingObserver)."""
+        self.retries.labels(route, target).inc()
+
+    def fell_back(self, route: str, failed: str, to: str) -> None:
+        """Count a fallback (RoutingObserver)."""
+        self.fallbacks.labels(route, failed, to).inc()
+
+    def cooled_down(self, model: str, replica: str) -> None:
+        """Count a breaker opening (RoutingObserver)."""
+        self.cooldowns.labels(model, replica).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

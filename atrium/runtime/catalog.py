@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from atrium.core.errors import ModelNotFoundError
-from atrium.core.settings import ModelSpec
+from atrium.core.settings import ModelSpec, RouteSpec
 from atrium.runtime.base import Capability, Health, ModelBackend
+from atrium.runtime.routing import Route, RoutingObserver, Target
 
 BackendFactory = Callable[[str, ModelSpec], ModelBackend]
 
@@ -28,23 +29,47 @@ class ModelCatalog:
     """Resolves a requested model name (or alias) to its backend."""
 
     def __init__(self, entries: list[CatalogEntry]) -> None:
-        self._entries = {e.name: e for e in entries}
+        self._entries: dict[str, CatalogEntry] = {}
         self._by_public: dict[str, CatalogEntry] = {}
+        self._routes: set[str] = set()
         for entry in entries:
-            for public in (entry.name, *entry.aliases):
-                self._by_public[public] = entry
+            self._add(entry, routed=False)
 
     @classmethod
     def from_settings(
-        cls, models: Mapping[str, ModelSpec], factories: Mapping[str, BackendFactory]
+        cls,
+        models: Mapping[str, ModelSpec],
+        factories: Mapping[str, BackendFactory],
+        routes: Mapping[str, RouteSpec] | None = None,
+        observer: RoutingObserver | None = None,
     ) -> ModelCatalog:
-        """Build a backend for each configured model with the factory its kind names."""
+        """Build a backend for each configured model, then the routes over them."""
         now = int(time.time())
         entries = [
             CatalogEntry(name, tuple(spec.aliases), factories[spec.backend](name, spec), now)
             for name, spec in models.items()
         ]
-        return cls(entries)
+        catalog = cls(entries)
+        for name, spec in (routes or {}).items():
+            route = Route(
+                name,
+                spec,
+                [catalog._target(t.model, t.weight) for t in spec.targets],
+                [catalog._target(f) for f in spec.fallbacks],
+                observer=observer,
+            )
+            catalog._add(CatalogEntry(name, tuple(spec.aliases), route, now), routed=True)
+        return catalog
+
+    def _target(self, public: str, weight: float = 1.0) -> Target:
+        entry = self.resolve(public)
+        return Target(entry.name, entry.backend, weight)
+
+    def _add(self, entry: CatalogEntry, *, routed: bool) -> None:
+        self._entries[entry.name] = entry
+        self._routes.update({entry.name} if routed else set())
+        for public in (entry.name, *entry.aliases):
+            self._by_public[public] = entry
 
     def resolve(self, public: str) -> CatalogEntry:
         """The entry for a name or alias, or 404 ``model_not_found``."""
@@ -67,13 +92,17 @@ class ModelCatalog:
         """Whether a (known) model serves a capability."""
         return capability in self.resolve(public).backend.capabilities
 
+    def _deployments(self) -> list[CatalogEntry]:
+        """Entries that own resources (routes only point at them)."""
+        return [e for n, e in self._entries.items() if n not in self._routes]
+
     async def start(self) -> None:
         """Start every backend concurrently."""
-        await asyncio.gather(*(e.backend.start() for e in self._entries.values()))
+        await asyncio.gather(*(e.backend.start() for e in self._deployments()))
 
     async def close(self) -> None:
         """Close every backend."""
-        await asyncio.gather(*(e.backend.close() for e in self._entries.values()))
+        await asyncio.gather(*(e.backend.close() for e in self._deployments()))
 
     async def health(self) -> dict[str, Health]:
         """Each model's readiness."""

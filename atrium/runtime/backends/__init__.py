@@ -12,6 +12,7 @@ from atrium.runtime.backends.onnx_embedding import OnnxEmbeddingBackend
 from atrium.runtime.backends.openai_compat import OpenAICompatBackend, build_client
 from atrium.runtime.base import ModelBackend
 from atrium.runtime.catalog import BackendFactory
+from atrium.runtime.routing import Replica, ReplicaSet, RoutingObserver
 
 __all__ = [
     "LlamaCppBackend",
@@ -20,7 +21,7 @@ __all__ = [
     "default_factories",
 ]
 
-ClientFactory = Callable[[OpenAICompatModel], httpx.AsyncClient]
+ClientFactory = Callable[[OpenAICompatModel, str], httpx.AsyncClient]
 
 
 def _llamacpp(name: str, spec: ModelSpec) -> ModelBackend:
@@ -33,7 +34,9 @@ def _onnx_embedding(name: str, spec: ModelSpec) -> ModelBackend:
     return OnnxEmbeddingBackend(name, spec)
 
 
-def default_factories(client_factory: ClientFactory | None = None) -> dict[str, BackendFactory]:
+def default_factories(
+    client_factory: ClientFactory | None = None, observer: RoutingObserver | None = None
+) -> dict[str, BackendFactory]:
     """One factory per backend kind.
 
     ``client_factory`` lets tests hand the upstream backends a client over any
@@ -43,7 +46,23 @@ def default_factories(client_factory: ClientFactory | None = None) -> dict[str, 
 
     def openai_compat(name: str, spec: ModelSpec) -> ModelBackend:
         assert isinstance(spec, OpenAICompatModel)
-        return OpenAICompatBackend(name, spec, make_client(spec))
+        weights = spec.replica_weights or [1.0] * len(spec.base_urls)
+        replicas = [
+            Replica(
+                f"{name}@{url.host}:{url.port}",
+                OpenAICompatBackend(name, spec, make_client(spec, str(url))),
+                weight,
+            )
+            for url, weight in zip(spec.base_urls, weights, strict=True)
+        ]
+        return ReplicaSet(
+            name,
+            replicas,
+            balancing=spec.balancing,
+            breaker=spec.breaker,
+            health_check_seconds=spec.health_check_seconds,
+            observer=observer,
+        )
 
     return {
         "llamacpp": _llamacpp,

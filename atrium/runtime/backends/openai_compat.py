@@ -29,7 +29,7 @@ _JSON_HEADERS = {"content-type": "application/json"}
 _PASS_THROUGH = frozenset({400, 404, 409, 413, 422, 429})
 
 
-def build_client(spec: OpenAICompatModel) -> httpx.AsyncClient:
+def build_client(spec: OpenAICompatModel, base_url: str) -> httpx.AsyncClient:
     """A pooled client for one upstream, with the spec's timeouts.
 
     The transport is aiohttp's (C-accelerated parser and connection pool) behind
@@ -40,7 +40,7 @@ def build_client(spec: OpenAICompatModel) -> httpx.AsyncClient:
         max_connections=spec.max_connections, max_keepalive_connections=spec.max_connections
     )
     return httpx.AsyncClient(
-        base_url=str(spec.base_url).rstrip("/"),
+        base_url=base_url.rstrip("/"),
         transport=AiohttpTransport(limits=limits, trust_env=False),
         trust_env=False,
         timeout=httpx.Timeout(spec.timeout_seconds, connect=spec.connect_timeout_seconds),
@@ -57,7 +57,7 @@ class OpenAICompatBackend(BackendBase):
         self.capabilities = frozenset(Capability(c) for c in spec.capabilities)
         self._upstream_model = spec.upstream_model or name
         self.completion_estimate = spec.completion_estimate
-        self._client = client or build_client(spec)
+        self._client = client or build_client(spec, str(spec.base_url))
         # Requests are built here rather than by client.post(): it skips per-call URL
         # merging (a tenth of the gateway's overhead); timeouts still come from the client.
         self._timeout = self._client.timeout.as_dict()

@@ -1,0 +1,231 @@
+"""Routes over real OpenAI-compatible upstreams on loopback, through the whole gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as HttpRoute
+
+from atrium.app import Platform, build_app, build_platform
+from atrium.core.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+KEY = "atr-" + "r" * 40
+
+
+@dataclass
+class Upstream:
+    """A small OpenAI-compatible server that answers with its name, or fails on demand."""
+
+    name: str
+    port: int = 0
+    fail_with: int | None = None
+    calls: int = 0
+    server: uvicorn.Server | None = field(default=None, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def app(self) -> Starlette:
+        async def chat(request: Request) -> Response:
+            self.calls += 1
+            body = await request.json()
+            if self.fail_with is not None:
+                error = {"message": "scripted failure", "type": "server_error"}
+                return JSONResponse({"error": error}, status_code=self.fail_with)
+            return JSONResponse(
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": body["model"],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": self.name},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+                }
+            )
+
+        async def models(_: Request) -> Response:
+            return JSONResponse({"object": "list", "data": []})
+
+        return Starlette(
+            routes=[
+                HttpRoute("/v1/chat/completions", chat, methods=["POST"]),
+                HttpRoute("/v1/models", models),
+            ]
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[dict[str, Upstream]]:
+    servers = {name: Upstream(name) for name in ("a", "b", "c", "spare")}
+    threads = []
+    for upstream in servers.values():
+        upstream.port = _free_port()
+        config = uvicorn.Config(
+            upstream.app(), host="127.0.0.1", port=upstream.port, log_level="warning"
+        )
+        upstream.server = uvicorn.Server(config)
+        thread = threading.Thread(target=upstream.server.run, daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + 20
+    while not all(u.server and u.server.started for u in servers.values()):
+        assert time.monotonic() < deadline, "upstreams did not start"
+        time.sleep(0.02)
+    yield servers
+    for upstream in servers.values():
+        assert upstream.server is not None
+        upstream.server.should_exit = True
+    for thread in threads:
+        thread.join(timeout=10)
+
+
+def _settings(tmp_path: Path, upstreams: dict[str, Upstream]) -> Settings:
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    return Settings.model_validate(
+        {
+            "data_dir": tmp_path,
+            "auth": {"bootstrap_key": KEY},
+            "models": {
+                "model-a": {"backend": "openai_compat", "base_url": upstreams["a"].base_url},
+                "model-b": {"backend": "openai_compat", "base_url": upstreams["b"].base_url},
+                "spare": {"backend": "openai_compat", "base_url": upstreams["spare"].base_url},
+                "pair": {
+                    "backend": "openai_compat",
+                    "base_url": upstreams["c"].base_url,
+                    "replicas": [dead],
+                    "breaker": {"failures": 1, "cooldown_seconds": 60},
+                    "health_check_seconds": 0,
+                },
+                "broken": {"backend": "openai_compat", "base_url": dead},
+            },
+            "routes": {
+                "split": {
+                    "targets": [
+                        {"model": "model-a", "weight": 80},
+                        {"model": "model-b", "weight": 20},
+                    ],
+                    "sticky": "none",
+                },
+                "resilient": {
+                    "targets": [{"model": "broken"}],
+                    "fallbacks": ["spare"],
+                    "retries": 1,
+                    "backoff_ms": 1,
+                },
+            },
+        }
+    )
+
+
+@pytest_asyncio.fixture
+async def gateway(
+    tmp_path: Path, upstreams: dict[str, Upstream]
+) -> AsyncIterator[tuple[httpx.AsyncClient, Platform]]:
+    settings = _settings(tmp_path, upstreams)
+    platform = build_platform(settings, announce_key=lambda _: None)
+    app = build_app(settings, platform)
+    await platform.start()
+    headers = {"authorization": f"Bearer {KEY}"}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://atrium", headers=headers
+        ) as client:
+            yield client, platform
+    finally:
+        await platform.close()
+
+
+def _chat(model: str) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_an_80_20_split_over_1000_requests(
+    gateway: tuple[httpx.AsyncClient, Platform],
+) -> None:
+    client, _ = gateway
+    served: Counter[str] = Counter()
+    for _ in range(10):
+        answers = await asyncio.gather(
+            *(client.post("/v1/chat/completions", json=_chat("split")) for _ in range(100))
+        )
+        for answer in answers:
+            assert answer.status_code == 200
+            served[answer.json()["choices"][0]["message"]["content"]] += 1
+            assert answer.headers["x-atrium-served-by"].startswith("model-")
+    assert 737 <= served["a"] <= 863  # Binomial(1000, 0.8) within five sd
+    assert served["a"] + served["b"] == 1000
+
+
+async def test_a_dead_target_falls_back_and_is_counted(
+    gateway: tuple[httpx.AsyncClient, Platform],
+) -> None:
+    client, _ = gateway
+    answer = await client.post("/v1/chat/completions", json=_chat("resilient"))
+    assert answer.status_code == 200
+    assert answer.json()["choices"][0]["message"]["content"] == "spare"
+    assert answer.headers["x-atrium-served-by"].startswith("spare@")
+    metrics = (await client.get("/metrics")).text
+    assert 'atrium_route_retries_total{route="resilient",target="broken"} 1.0' in metrics
+    assert (
+        'atrium_route_fallbacks_total{failed="broken",route="resilient",to="spare"} 1.0' in metrics
+    )
+
+
+async def test_an_upstream_5xx_without_a_route_is_a_502(
+    gateway: tuple[httpx.AsyncClient, Platform], upstreams: dict[str, Upstream]
+) -> None:
+    client, _ = gateway
+    upstreams["a"].fail_with = 503
+    try:
+        answer = await client.post("/v1/chat/completions", json=_chat("model-a"))
+        assert answer.status_code == 502
+        assert answer.json()["error"]["code"] == "upstream_error"
+    finally:
+        upstreams["a"].fail_with = None
+
+
+async def test_a_dead_replica_is_cooled_down_and_the_live_one_serves(
+    gateway: tuple[httpx.AsyncClient, Platform], upstreams: dict[str, Upstream]
+) -> None:
+    client, _ = gateway
+    statuses = Counter()
+    for _ in range(20):
+        answer = await client.post("/v1/chat/completions", json=_chat("pair"))
+        statuses[answer.status_code] += 1
+    # At most one request can land on the dead replica before its breaker opens.
+    assert statuses[200] >= 19
+    assert statuses[200] + statuses[502] == 20
+    metrics = (await client.get("/metrics")).text
+    assert "atrium_replica_cooldowns_total" in metrics
+    ready = (await client.get("/readyz")).json()
+    assert ready["models"]["pair"]["detail"] == "1/2 replicas available"
