@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from atrium.core.settings import OpenAICompatModel, load_settings
+from atrium.runtime.backends import default_factories
+from atrium.runtime.catalog import ModelCatalog
 from tests.e2e.conftest import RemoteAtriumServer, poll_until
 
 pytestmark = pytest.mark.e2e
@@ -113,3 +115,18 @@ def test_first_start_prints_an_admin_key_that_works(tmp_path: Path) -> None:
     restarted.api_key = announced[0]
     with restarted:
         assert restarted.stderr().count("Created the first admin API key") == 0
+
+
+def test_the_routes_example_loads_and_builds(tmp_path: Path) -> None:
+    example = next(b for b in _blocks("yaml") if "routes:" in b)
+    config = tmp_path / "atrium.yaml"
+    config.write_text(example)
+    settings = load_settings(config)
+    catalog = ModelCatalog.from_settings(settings.models, default_factories(), settings.routes)
+    route = settings.routes["qwen"]
+    assert [(t.model, t.weight) for t in route.targets] == [("qwen-v1", 80), ("qwen-v2", 20)]
+    assert route.fallbacks == ["smollm2-135m"]
+    assert catalog.resolve("qwen").name == "qwen"
+    replicas = settings.models["qwen-v1"]
+    assert isinstance(replicas, OpenAICompatModel)
+    assert len(replicas.base_urls) == 2
