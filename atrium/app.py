@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from atrium import __version__
 from atrium.api.errors import install_error_handlers
 from atrium.api.health import health_router
-from atrium.api.keys import keys_router
+from atrium.api.keys import keys_router, teams_router
 from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
 from atrium.core.errors import InvalidRequestError
 from atrium.core.settings import Settings
@@ -33,6 +33,7 @@ from atrium.runtime.backends import default_factories
 from atrium.runtime.catalog import BackendFactory, ModelCatalog
 from atrium.store import Database
 from atrium.store.keys import ApiKeyRepository, Scope
+from atrium.store.teams import TeamRepository
 
 log = logging.getLogger("atrium")
 
@@ -54,6 +55,7 @@ class Platform:
     settings: Settings
     db: Database
     keys: ApiKeyRepository
+    teams: TeamRepository
     bus: EventBus
     publisher: EventPublisher
     catalog: ModelCatalog
@@ -140,12 +142,21 @@ def build_platform(
         limiter=_limiter(settings, redis_client),
         metrics=metrics,
         publisher=publisher,
-        default_limits=Limits(rpm=settings.limits.default_rpm, tpm=settings.limits.default_tpm),
+        default_limits=Limits(
+            rpm=settings.limits.default_rpm,
+            tpm=settings.limits.default_tpm,
+            parallel=settings.limits.default_max_parallel,
+        ),
+        model_limits={
+            name: Limits(rpm=m.rpm, tpm=m.tpm, parallel=m.max_parallel)
+            for name, m in settings.limits.models.items()
+        },
     )
     return Platform(
         settings=settings,
         db=db,
         keys=keys,
+        teams=TeamRepository(db),
         bus=bus,
         publisher=publisher,
         catalog=catalog,
@@ -184,7 +195,8 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(inference_router(platform.inference))
     app.include_router(models_router(platform.catalog, platform.auth))
-    app.include_router(keys_router(platform.keys, platform.auth))
+    app.include_router(keys_router(platform.keys, platform.teams, platform.auth))
+    app.include_router(teams_router(platform.teams, platform.auth))
     app.include_router(
         health_router(
             platform.db,

@@ -16,18 +16,21 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from atrium.core.errors import AtriumError
+from atrium.core.errors import AtriumError, InvalidRequestError
 from atrium.core.settings import Settings, load_settings
 from atrium.store import Database
 from atrium.store.keys import ApiKey, ApiKeyRepository, Scope
+from atrium.store.teams import TeamRepository
 
 T = TypeVar("T")
 
 app = typer.Typer(help="Atrium: one door to every AI capability.", no_args_is_help=True)
 models_app = typer.Typer(help="Models the gateway serves.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (works on the store directly).", no_args_is_help=True)
+teams_app = typer.Typer(help="Teams (works on the store directly).", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(teams_app, name="teams")
 
 # Piped output has no terminal width; rich would assume 80 columns and cut rows.
 out = Console(width=None if sys.stdout.isatty() else 240)
@@ -166,6 +169,8 @@ def keys_create(
     model: Annotated[list[str] | None, typer.Option(help="Allowed models (repeatable).")] = None,
     rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute.")] = None,
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
+    parallel: Annotated[int | None, typer.Option(min=1, help="Requests in flight.")] = None,
+    team: Annotated[str | None, typer.Option(help="The owning team (name or id).")] = None,
     expires: Annotated[
         datetime | None, typer.Option(help="Expiry (ISO 8601, UTC if no offset).")
     ] = None,
@@ -174,19 +179,24 @@ def keys_create(
     """Create a key and print it once."""
     expires_at = expires.astimezone() if expires and expires.tzinfo is None else expires
 
-    async def create(repo: ApiKeyRepository) -> str:
-        new = await repo.create(
+    async def create(db: Database) -> str:
+        owner_team = await TeamRepository(db).find(team) if team else None
+        if team and owner_team is None:
+            raise InvalidRequestError(f"no team {team!r}", param="team")
+        new = await ApiKeyRepository(db, prefix=_settings(config).auth.key_prefix).create(
             name=name,
             owner=owner,
             scopes=scope or [Scope.INFERENCE],
             allowed_models=model,
             rpm=rpm,
             tpm=tpm,
+            max_parallel=parallel,
+            team=owner_team,
             expires_at=expires_at,
         )
         return new.secret
 
-    secret = _with_keys(config, create)
+    secret = _with_store(config, create)
     out.print("Key created. It is shown only this once:")
     out.print(secret, highlight=False, soft_wrap=True)
 
@@ -194,14 +204,14 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(config: ConfigOption = None) -> None:
     """List keys (never their secrets)."""
-    records = _with_keys(config, lambda repo: repo.list())
-    table = Table("name", "owner", "prefix", "scopes", "models", "rpm", "tpm", "status")
+    records = _with_store(config, lambda db: ApiKeyRepository(db).list())
+    table = Table("name", "team", "prefix", "scopes", "models", "rpm", "tpm", "status")
     # The id is what `keys revoke` takes: never wrapped or cut, even in a narrow terminal.
     table.add_column("id", no_wrap=True, min_width=32)
     for key in records:
         table.add_row(
             key.name,
-            key.owner,
+            key.team.name if key.team else "",
             key.display_prefix + "…",
             ",".join(sorted(key.scopes)),
             ",".join(sorted(key.allowed_models)) if key.allowed_models is not None else "all",
@@ -219,7 +229,7 @@ def keys_revoke(
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key; requests with it are refused from then on."""
-    record = _with_keys(config, lambda repo: repo.revoke(key_id))
+    record = _with_store(config, lambda db: ApiKeyRepository(db).revoke(key_id))
     out.print(f"revoked {record.id} ({record.name})")
 
 
@@ -235,7 +245,39 @@ def _status(key: ApiKey) -> str:
     return "active"
 
 
-def _with_keys(config: Path | None, work: Callable[[ApiKeyRepository], Awaitable[T]]) -> T:
+@teams_app.command("create")
+def teams_create(
+    name: Annotated[str, typer.Argument(help="The team's name.")],
+    rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute.")] = None,
+    tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
+    parallel: Annotated[int | None, typer.Option(min=1, help="Requests in flight.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a team; its limits apply to all its keys together."""
+    team = _with_store(
+        config,
+        lambda db: TeamRepository(db).create(name=name, rpm=rpm, tpm=tpm, max_parallel=parallel),
+    )
+    out.print(f"created team {team.name} ({team.id})")
+
+
+@teams_app.command("list")
+def teams_list(config: ConfigOption = None) -> None:
+    """List teams and their limits."""
+    table = Table("name", "rpm", "tpm", "parallel")
+    table.add_column("id", no_wrap=True, min_width=32)
+    for team in _with_store(config, lambda db: TeamRepository(db).list()):
+        table.add_row(
+            team.name,
+            str(team.rpm or "-"),
+            str(team.tpm or "-"),
+            str(team.max_parallel or "-"),
+            team.id,
+        )
+    _print_table(table)
+
+
+def _with_store(config: Path | None, work: Callable[[Database], Awaitable[T]]) -> T:
     settings = _settings(config)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
 
@@ -243,7 +285,7 @@ def _with_keys(config: Path | None, work: Callable[[ApiKeyRepository], Awaitable
         db = Database(settings.store_url)
         try:
             await db.migrate()
-            return await work(ApiKeyRepository(db, prefix=settings.auth.key_prefix))
+            return await work(db)
         finally:
             await db.close()
 

@@ -1,15 +1,18 @@
-"""Admin API for API keys: create (shown once), list, revoke."""
+"""Admin API for API keys (create, shown once; list; revoke) and teams."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from atrium.core.errors import InvalidRequestError
 from atrium.core.http import json_response, parse_body
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.store.keys import ApiKeyRepository, Scope
+from atrium.store.teams import Team, TeamRepository
 
 
 class KeyCreate(BaseModel):
@@ -23,22 +26,76 @@ class KeyCreate(BaseModel):
     allowed_models: list[str] | None = None
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
+    max_parallel: int | None = Field(None, ge=1)
+    team: str | None = Field(None, min_length=1, description="The owning team's id or name.")
     expires_at: datetime | None = None
 
 
-def keys_router(keys: ApiKeyRepository, auth: KeyAuthenticator) -> APIRouter:
-    """``/v1/admin/keys``; every route needs a key with the ``admin`` scope."""
-    router = APIRouter(prefix="/v1/admin/keys", tags=["admin"])
+class TeamCreate(BaseModel):
+    """Body of ``POST /v1/admin/teams``."""
 
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_parallel: int | None = Field(None, ge=1)
+
+
+async def _team(teams: TeamRepository, id_or_name: str | None) -> Team | None:
+    if id_or_name is None:
+        return None
+    team = await teams.find(id_or_name)
+    if team is None:
+        raise InvalidRequestError(f"no team {id_or_name!r}", param="team")
+    return team
+
+
+def _admin(auth: KeyAuthenticator) -> Callable[[Request], Awaitable[None]]:
     async def admin(request: Request) -> None:
         principal = await auth.authenticate(request.headers.get("authorization"))
         principal.require(Scope.ADMIN)
+
+    return admin
+
+
+def teams_router(teams: TeamRepository, auth: KeyAuthenticator) -> APIRouter:
+    """``/v1/admin/teams``; every route needs a key with the ``admin`` scope."""
+    router = APIRouter(prefix="/v1/admin/teams", tags=["admin"])
+    admin = _admin(auth)
+
+    @router.post("")
+    async def create_team(request: Request) -> Response:
+        await admin(request)
+        body = parse_body(TeamCreate, await request.body())
+        return json_response((await teams.create(**body.model_dump())).to_public(), status=201)
+
+    @router.get("")
+    async def list_teams(request: Request) -> Response:
+        await admin(request)
+        return json_response(
+            {"object": "list", "data": [t.to_public() for t in await teams.list()]}
+        )
+
+    @router.get("/{team_id}")
+    async def get_team(team_id: str, request: Request) -> Response:
+        await admin(request)
+        return json_response((await teams.get(team_id)).to_public())
+
+    return router
+
+
+def keys_router(keys: ApiKeyRepository, teams: TeamRepository, auth: KeyAuthenticator) -> APIRouter:
+    """``/v1/admin/keys``; every route needs a key with the ``admin`` scope."""
+    router = APIRouter(prefix="/v1/admin/keys", tags=["admin"])
+    admin = _admin(auth)
 
     @router.post("")
     async def create_key(request: Request) -> Response:
         await admin(request)
         body = parse_body(KeyCreate, await request.body())
-        new = await keys.create(**body.model_dump())
+        fields = body.model_dump(exclude={"team"})
+        new = await keys.create(**fields, team=await _team(teams, body.team))
         return json_response({**new.record.to_public(), "key": new.secret}, status=201)
 
     @router.get("")

@@ -89,6 +89,16 @@ class AuthSettings(BaseModel):
     )
 
 
+class SubjectLimits(BaseModel):
+    """Limits of one subject (a model, for instance); unset means unlimited."""
+
+    model_config = {"extra": "forbid"}
+
+    rpm: int | None = Field(None, ge=1, description="Requests per minute.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute.")
+    max_parallel: int | None = Field(None, ge=1, description="Requests in flight at once.")
+
+
 class LimitSettings(BaseModel):
     """Rate limits."""
 
@@ -103,6 +113,13 @@ class LimitSettings(BaseModel):
 
     default_rpm: int | None = Field(None, ge=1, description="RPM for keys without their own.")
     default_tpm: int | None = Field(None, ge=1, description="TPM for keys without their own.")
+    default_max_parallel: int | None = Field(
+        None, ge=1, description="Requests in flight at once for keys without their own limit."
+    )
+    models: dict[str, SubjectLimits] = Field(
+        default_factory=dict,
+        description="Limits per model (canonical name), over every key that calls it.",
+    )
 
 
 class RouteTarget(BaseModel):

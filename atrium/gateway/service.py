@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
@@ -22,7 +22,7 @@ from atrium.bus import EventPublisher, RequestCompleted
 from atrium.core.errors import AtriumError, UnsupportedError, status_of
 from atrium.core.http import parse_body
 from atrium.gateway.auth import KeyAuthenticator, Principal, authorize_model
-from atrium.gateway.limits import Limits, RateLimiter, Reservation
+from atrium.gateway.limits import Limits, RateLimiter, Reservation, Subject
 from atrium.observability.metrics import GatewayMetrics
 from atrium.runtime.base import Capability, StreamEvent
 from atrium.runtime.catalog import CatalogEntry, ModelCatalog
@@ -85,6 +85,7 @@ class InferenceService:
         metrics: GatewayMetrics,
         publisher: EventPublisher,
         default_limits: Limits,
+        model_limits: Mapping[str, Limits] | None = None,
     ) -> None:
         self._catalog = catalog
         self._auth = auth
@@ -92,6 +93,7 @@ class InferenceService:
         self._metrics = metrics
         self._publisher = publisher
         self._default_limits = default_limits
+        self._model_limits = dict(model_limits or {})
         self._background: set[asyncio.Task[None]] = set()
 
     async def chat(self, authorization: str | None, body: bytes) -> JSON | Sse:
@@ -147,7 +149,7 @@ class InferenceService:
         self._check_capability(entry, call.endpoint, model_name)
         estimate = _estimate(request, entry.backend.completion_estimate)
         call.reservation = await self._limiter.reserve(
-            call.principal.key_id, self._limits_of(call.principal), estimate
+            self._subjects(call.principal, entry.name), estimate
         )
         self._metrics.in_flight.labels(call.model).inc()
         return request, entry
@@ -157,12 +159,30 @@ class InferenceService:
             msg = f"model {requested!r} does not support {endpoint.label}"
             raise UnsupportedError(msg, param="model")
 
-    def _limits_of(self, principal: Principal) -> Limits:
-        key = principal.key
-        return Limits(
-            rpm=key.rpm if key.rpm is not None else self._default_limits.rpm,
-            tpm=key.tpm if key.tpm is not None else self._default_limits.tpm,
-        )
+    def _subjects(self, principal: Principal, model: str) -> list[Subject]:
+        """Whose limits a request counts against: its key, the key's team, the model."""
+        key, defaults = principal.key, self._default_limits
+        subjects = [
+            Subject(
+                f"key:{key.id}",
+                f"key {key.name!r}",
+                Limits(
+                    rpm=key.rpm if key.rpm is not None else defaults.rpm,
+                    tpm=key.tpm if key.tpm is not None else defaults.tpm,
+                    parallel=key.max_parallel
+                    if key.max_parallel is not None
+                    else defaults.parallel,
+                ),
+            )
+        ]
+        if key.team is not None:
+            team = key.team
+            limits = Limits(rpm=team.rpm, tpm=team.tpm, parallel=team.max_parallel)
+            subjects.append(Subject(f"team:{team.id}", f"team {team.name!r}", limits))
+        model_limits = self._model_limits.get(model)
+        if model_limits is not None:
+            subjects.append(Subject(f"model:{model}", f"model {model!r}", model_limits))
+        return subjects
 
     async def _guard(self, call: _Call, work: Awaitable[JSON | Sse]) -> JSON | Sse:
         """Record any failure before the answer starts, then let it propagate."""
@@ -215,7 +235,7 @@ class InferenceService:
 
     def _reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Settle a reservation off the hot path (with Redis it is a round trip)."""
-        if reservation.tpm is None:
+        if not reservation.holds_anything:
             return
         task = asyncio.create_task(self._limiter.reconcile(reservation, actual_tokens))
         self._background.add(task)

@@ -9,7 +9,8 @@ from atrium.store.keys import (
     generate_secret,
     hash_key,
 )
-from atrium.store.tables import ApiKeyRow, Base
+from atrium.store.tables import ApiKeyRow, Base, TeamRow
+from atrium.store.teams import Team, TeamRepository
 
 __all__ = [
     "ApiKey",
@@ -19,6 +20,9 @@ __all__ = [
     "Database",
     "NewKey",
     "Scope",
+    "Team",
+    "TeamRepository",
+    "TeamRow",
     "generate_secret",
     "hash_key",
 ]

@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.store.db import Database
-from atrium.store.tables import ApiKeyRow
+from atrium.store.tables import ApiKeyRow, TeamRow
+from atrium.store.teams import Team, team_from_row
 
 DISPLAY_PREFIX_LENGTH: Final = 12
 MIN_SECRET_LENGTH: Final = 20
@@ -46,6 +47,8 @@ class ApiKey:
     expires_at: datetime | None
     revoked_at: datetime | None
     created_at: datetime
+    max_parallel: int | None = None
+    team: Team | None = None
 
     def is_active(self, now: datetime) -> bool:
         """Whether the key may be used at ``now`` (timezone-aware): not revoked, not expired."""
@@ -68,6 +71,8 @@ class ApiKey:
             "allowed_models": None if self.allowed_models is None else sorted(self.allowed_models),
             "rpm": self.rpm,
             "tpm": self.tpm,
+            "max_parallel": self.max_parallel,
+            "team": None if self.team is None else {"id": self.team.id, "name": self.team.name},
             "expires_at": _isoformat(self.expires_at),
             "revoked_at": _isoformat(self.revoked_at),
             "created_at": self.created_at.isoformat(),
@@ -128,6 +133,8 @@ class ApiKeyRepository:
         tpm: int | None = None,
         expires_at: datetime | None = None,
         secret: str | None = None,
+        max_parallel: int | None = None,
+        team: Team | None = None,
     ) -> NewKey:
         """Create a key; with ``secret``, import that known key instead of generating one.
 
@@ -141,6 +148,7 @@ class ApiKeyRepository:
         models = _check_models(allowed_models)
         _check_limit("rpm", rpm)
         _check_limit("tpm", tpm)
+        _check_limit("max_parallel", max_parallel)
         expires_at = _check_expiry(expires_at, now)
         if secret is not None and len(secret) < MIN_SECRET_LENGTH:
             msg = f"an imported key must be at least {MIN_SECRET_LENGTH} characters"
@@ -156,12 +164,14 @@ class ApiKeyRepository:
             allowed_models=None if models is None else sorted(models),
             rpm=rpm,
             tpm=tpm,
+            max_parallel=max_parallel,
+            team_id=None if team is None else team.id,
             expires_at=expires_at,
             revoked_at=None,
             created_at=now,
         )
         await self._insert(row)
-        return NewKey(record=_to_record(row), secret=secret)
+        return NewKey(record=_to_record(row, team), secret=secret)
 
     async def find_by_secret(self, secret: str) -> ApiKey | None:
         """The key with this secret, revoked or expired ones included; None if unknown.
@@ -169,28 +179,27 @@ class ApiKeyRepository:
         Callers decide with :meth:`ApiKey.is_active`. The lookup compares hashes,
         so its timing reveals nothing about the secrets stored.
         """
+        query = _with_team().where(ApiKeyRow.key_hash == hash_key(secret))
         async with self._db.session() as session:
-            row = await session.scalar(
-                select(ApiKeyRow).where(ApiKeyRow.key_hash == hash_key(secret))
-            )
-        return None if row is None else _to_record(row)
+            found = (await session.execute(query)).first()
+        return None if found is None else _joined(found)
 
     async def get(self, key_id: str) -> ApiKey:
         """The key with this id; :class:`NotFoundError` when there is none."""
         async with self._db.session() as session:
-            row = await session.get(ApiKeyRow, key_id)
-        if row is None:
+            found = (await session.execute(_with_team().where(ApiKeyRow.id == key_id))).first()
+        if found is None:
             raise _not_found(key_id)
-        return _to_record(row)
+        return _joined(found)
 
     async def list(self, *, include_revoked: bool = True) -> builtins.list[ApiKey]:
         """Every key, oldest first."""
-        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+        query = _with_team().order_by(ApiKeyRow.created_at, ApiKeyRow.id)
         if not include_revoked:
             query = query.where(ApiKeyRow.revoked_at.is_(None))
         async with self._db.session() as session:
-            rows = await session.scalars(query)
-            return [_to_record(row) for row in rows]
+            rows = await session.execute(query)
+            return [_joined(row) for row in rows]
 
     async def revoke(self, key_id: str) -> ApiKey:
         """Revoke a key; revoking it again keeps the first revocation time."""
@@ -222,7 +231,17 @@ class ApiKeyRepository:
                 raise InvalidRequestError(msg, param="secret") from exc
 
 
-def _to_record(row: ApiKeyRow) -> ApiKey:
+def _with_team() -> Select[ApiKeyRow, TeamRow]:
+    """Keys with their team's row (or None), in one query."""
+    return select(ApiKeyRow, TeamRow).outerjoin(TeamRow, ApiKeyRow.team_id == TeamRow.id)
+
+
+def _joined(row: Row[ApiKeyRow, TeamRow]) -> ApiKey:
+    key, team = row  # an outer join: team is None for keys without one
+    return _to_record(key, None if team is None else team_from_row(team))
+
+
+def _to_record(row: ApiKeyRow, team: Team | None = None) -> ApiKey:
     return ApiKey(
         id=row.id,
         name=row.name,
@@ -235,6 +254,8 @@ def _to_record(row: ApiKeyRow) -> ApiKey:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         created_at=row.created_at,
+        max_parallel=row.max_parallel,
+        team=team,
     )
 
 

@@ -149,3 +149,35 @@ async def test_readiness_reports_store_and_models(running: Running) -> None:
     body = ready.json()
     assert body["store"] == "ok"
     assert set(body["models"]) == {"smol", "minilm"}
+
+
+async def test_a_teams_limit_is_shared_by_its_keys(running: Running) -> None:
+    team = await running.client.post("/v1/admin/teams", json={"name": "quants", "rpm": 2})
+    assert team.status_code == 201
+    duplicate = await running.client.post("/v1/admin/teams", json={"name": "quants"})
+    assert duplicate.status_code == 400
+    assert duplicate.json()["error"]["param"] == "name"
+    keys = []
+    for name in ("alice", "bob"):
+        created = await running.client.post(
+            "/v1/admin/keys", json={"name": name, "team": "quants", "rpm": 100}
+        )
+        assert created.status_code == 201
+        assert created.json()["team"] == {"id": team.json()["id"], "name": "quants"}
+        keys.append(created.json()["key"])
+    unknown = await running.client.post("/v1/admin/keys", json={"name": "eve", "team": "nope"})
+    assert unknown.status_code == 400
+    assert unknown.json()["error"]["param"] == "team"
+    statuses = []
+    for key in (keys[0], keys[1], keys[0]):
+        answer = await running.client.post(
+            "/v1/embeddings",
+            headers={"authorization": f"Bearer {key}"},
+            json={"model": "minilm", "input": "x"},
+        )
+        statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            assert "team 'quants'" in answer.json()["error"]["message"]
+    assert statuses == [200, 200, 429]
+    listed = (await running.client.get("/v1/admin/teams")).json()["data"]
+    assert [t["name"] for t in listed] == ["quants"]

@@ -1,0 +1,113 @@
+"""Teams: they own keys, and their limits apply to all of their keys together."""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from atrium.core.errors import InvalidRequestError, NotFoundError
+from atrium.store.db import Database
+from atrium.store.tables import TeamRow
+
+
+@dataclass(frozen=True)
+class Team:
+    """A team as the rest of Atrium sees it."""
+
+    id: str
+    name: str
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
+    created_at: datetime
+
+    def to_public(self) -> dict[str, Any]:
+        """A JSON-safe view for the admin API."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "max_parallel": self.max_parallel,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class TeamRepository:
+    """Creates, finds and lists teams."""
+
+    def __init__(self, db: Database, *, clock: Callable[[], datetime] | None = None) -> None:
+        self._db = db
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    async def create(
+        self,
+        *,
+        name: str,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_parallel: int | None = None,
+    ) -> Team:
+        """Create a team; a taken name or a bad limit is a 400 and nothing is written."""
+        if not name.strip() or len(name) > 200:
+            raise InvalidRequestError("name must be 1 to 200 characters", param="name")
+        for param, value in (("rpm", rpm), ("tpm", tpm), ("max_parallel", max_parallel)):
+            if value is not None and value < 1:
+                raise InvalidRequestError(f"{param} must be at least 1", param=param)
+        row = TeamRow(
+            id=uuid.uuid4().hex,
+            name=name,
+            rpm=rpm,
+            tpm=tpm,
+            max_parallel=max_parallel,
+            created_at=self._clock(),
+        )
+        async with self._db.session() as session:
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                await session.rollback()
+                msg = f"a team named {name!r} already exists"
+                raise InvalidRequestError(msg, param="name") from exc
+        return team_from_row(row)
+
+    async def get(self, team_id: str) -> Team:
+        """The team with this id; 404 when there is none."""
+        async with self._db.session() as session:
+            row = await session.get(TeamRow, team_id)
+        if row is None:
+            raise NotFoundError(f"no team with id {team_id!r}", param="team_id")
+        return team_from_row(row)
+
+    async def find(self, id_or_name: str) -> Team | None:
+        """The team with this id or name, if any."""
+        query = select(TeamRow).where((TeamRow.id == id_or_name) | (TeamRow.name == id_or_name))
+        async with self._db.session() as session:
+            row = await session.scalar(query)
+        return None if row is None else team_from_row(row)
+
+    async def list(self) -> builtins.list[Team]:
+        """Every team, by name."""
+        async with self._db.session() as session:
+            rows = await session.scalars(select(TeamRow).order_by(TeamRow.name))
+            return [team_from_row(row) for row in rows]
+
+
+def team_from_row(row: TeamRow) -> Team:
+    """The record of a stored team row."""
+    return Team(
+        id=row.id,
+        name=row.name,
+        rpm=row.rpm,
+        tpm=row.tpm,
+        max_parallel=row.max_parallel,
+        created_at=row.created_at,
+    )
