@@ -15,6 +15,7 @@ from atrium import __version__
 from atrium.api.errors import install_error_handlers
 from atrium.api.health import health_router
 from atrium.api.keys import keys_router, teams_router
+from atrium.api.usage import usage_router
 from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
 from atrium.core.errors import InvalidRequestError
 from atrium.core.settings import Settings
@@ -28,12 +29,14 @@ from atrium.gateway.middleware import (
 from atrium.gateway.redis_limits import RedisRateLimiter
 from atrium.gateway.routes import inference_router, models_router
 from atrium.gateway.service import InferenceService
+from atrium.gateway.usage import UsageRecorder
 from atrium.observability.metrics import GatewayMetrics
 from atrium.runtime.backends import default_factories
 from atrium.runtime.catalog import BackendFactory, ModelCatalog
 from atrium.store import Database
 from atrium.store.keys import ApiKeyRepository, Scope
 from atrium.store.teams import TeamRepository
+from atrium.store.usage import UsageRepository
 
 log = logging.getLogger("atrium")
 
@@ -62,6 +65,8 @@ class Platform:
     auth: KeyAuthenticator
     metrics: GatewayMetrics
     inference: InferenceService
+    usage: UsageRepository
+    usage_recorder: UsageRecorder
     redis: aioredis.Redis | None = None
     announce_key: KeyAnnouncer = _announce_to_stderr
 
@@ -70,6 +75,7 @@ class Platform:
         await self.db.migrate()
         await self._bootstrap_key()
         await self.bus.start()
+        await self.usage_recorder.start()
         await self.publisher.start()
         await self.catalog.start()
         log.info("atrium %s ready: %s", __version__, ", ".join(self.catalog.names()))
@@ -81,6 +87,7 @@ class Platform:
             if self.redis is not None:
                 stack.push_async_callback(self.redis.aclose)
             stack.push_async_callback(self.bus.close)
+            stack.push_async_callback(self.usage_recorder.close)
             stack.push_async_callback(self.publisher.close)
             stack.push_async_callback(self.inference.drain)
             stack.push_async_callback(self.catalog.close)
@@ -128,6 +135,7 @@ def build_platform(
     else:
         bus = InProcessEventBus()
     publisher = EventPublisher(bus, max_queue_size=settings.bus.publish_queue)
+    usage = UsageRepository(db)
     metrics = GatewayMetrics()
     catalog = ModelCatalog.from_settings(
         settings.models,
@@ -147,6 +155,7 @@ def build_platform(
             tpm=settings.limits.default_tpm,
             parallel=settings.limits.default_max_parallel,
         ),
+        prices=settings.prices,
         model_limits={
             name: Limits(rpm=m.rpm, tpm=m.tpm, parallel=m.max_parallel)
             for name, m in settings.limits.models.items()
@@ -157,6 +166,8 @@ def build_platform(
         db=db,
         keys=keys,
         teams=TeamRepository(db),
+        usage=usage,
+        usage_recorder=UsageRecorder(bus, usage),
         bus=bus,
         publisher=publisher,
         catalog=catalog,
@@ -197,6 +208,7 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(models_router(platform.catalog, platform.auth))
     app.include_router(keys_router(platform.keys, platform.teams, platform.auth))
     app.include_router(teams_router(platform.teams, platform.auth))
+    app.include_router(usage_router(platform.usage, platform.auth))
     app.include_router(
         health_router(
             platform.db,

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,8 +22,19 @@ from atrium.core.settings import Settings, load_settings
 from atrium.store import Database
 from atrium.store.keys import ApiKey, ApiKeyRepository, Scope
 from atrium.store.teams import TeamRepository
+from atrium.store.usage import UsageRepository
 
 T = TypeVar("T")
+
+
+class UsageGroup(StrEnum):
+    """How `atrium usage` groups its totals."""
+
+    KEY = "key"
+    TEAM = "team"
+    MODEL = "model"
+    DAY = "day"
+
 
 app = typer.Typer(help="Atrium: one door to every AI capability.", no_args_is_help=True)
 models_app = typer.Typer(help="Models the gateway serves.", no_args_is_help=True)
@@ -273,6 +285,35 @@ def teams_list(config: ConfigOption = None) -> None:
             str(team.tpm or "-"),
             str(team.max_parallel or "-"),
             team.id,
+        )
+    _print_table(table)
+
+
+@app.command()
+def usage(
+    by: Annotated[
+        UsageGroup, typer.Option("--by", help="Group by key, team, model or day.")
+    ] = UsageGroup.KEY,
+    start: Annotated[datetime | None, typer.Option(help="First day (YYYY-MM-DD).")] = None,
+    end: Annotated[datetime | None, typer.Option(help="Last day (YYYY-MM-DD).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Requests, tokens and spend (works on the store directly)."""
+    lines = _with_store(
+        config,
+        lambda db: UsageRepository(db).report(
+            by.value, start=start.date() if start else None, end=end.date() if end else None
+        ),
+    )
+    table = Table(by.value, "requests", "errors", "prompt tokens", "completion tokens", "USD")
+    for line in lines:
+        table.add_row(
+            line.label,
+            str(line.requests),
+            str(line.errors),
+            str(line.prompt_tokens),
+            str(line.completion_tokens),
+            f"{line.spend_usd:.4f}",
         )
     _print_table(table)
 

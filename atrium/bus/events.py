@@ -26,6 +26,8 @@ class RequestCompleted(Event):
     status: int
     stream: bool
     endpoint: str  # e.g. "chat.completions"
+    team_id: str | None = None
+    cost_usd: float = 0.0  # from the price table in settings; 0 for unpriced models
 
 
 def _registry(*event_types: type[Event]) -> Mapping[str, type[Event]]:

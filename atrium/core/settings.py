@@ -99,6 +99,21 @@ class SubjectLimits(BaseModel):
     max_parallel: int | None = Field(None, ge=1, description="Requests in flight at once.")
 
 
+class ModelPrice(BaseModel):
+    """What a model costs, in US dollars per million tokens."""
+
+    model_config = {"extra": "forbid"}
+
+    input_per_million: float = Field(0.0, ge=0, description="USD per million prompt tokens.")
+    output_per_million: float = Field(0.0, ge=0, description="USD per million completion tokens.")
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """The cost of one request."""
+        return (
+            prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
+        ) / 1_000_000
+
+
 class LimitSettings(BaseModel):
     """Rate limits."""
 
@@ -340,6 +355,10 @@ class Settings(BaseSettings):
     routes: dict[str, RouteSpec] = Field(
         default_factory=dict,
         description="Public name -> weighted split over models, with retries and fallbacks.",
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Model (canonical name) -> USD per million tokens, for spend reporting.",
     )
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from atrium.bus import EventPublisher, RequestCompleted
 from atrium.core.errors import AtriumError, UnsupportedError, status_of
 from atrium.core.http import parse_body
+from atrium.core.settings import ModelPrice
 from atrium.gateway.auth import KeyAuthenticator, Principal, authorize_model
 from atrium.gateway.limits import Limits, RateLimiter, Reservation, Subject
 from atrium.observability.metrics import GatewayMetrics
@@ -86,6 +87,7 @@ class InferenceService:
         publisher: EventPublisher,
         default_limits: Limits,
         model_limits: Mapping[str, Limits] | None = None,
+        prices: Mapping[str, ModelPrice] | None = None,
     ) -> None:
         self._catalog = catalog
         self._auth = auth
@@ -94,6 +96,7 @@ class InferenceService:
         self._publisher = publisher
         self._default_limits = default_limits
         self._model_limits = dict(model_limits or {})
+        self._prices = dict(prices or {})
         self._background: set[asyncio.Task[None]] = set()
 
     async def chat(self, authorization: str | None, body: bytes) -> JSON | Sse:
@@ -260,10 +263,14 @@ class InferenceService:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
         )
+        price = self._prices.get(call.model)
+        key = call.principal.key if call.principal else None
         self._publisher.publish_nowait(
             RequestCompleted(
                 model=call.model,
-                key_id=call.principal.key_id if call.principal else None,
+                key_id=key.id if key else None,
+                team_id=key.team.id if key and key.team else None,
+                cost_usd=price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 latency_ms=seconds * 1000.0,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import RemoteAtriumServer
+    from conftest import RemoteAtriumServer, WaitUntil
 
 pytestmark = pytest.mark.e2e
 
@@ -232,3 +232,30 @@ def test_bad_options_are_usage_errors(
 def test_the_server_still_serves_after_the_cli(server: RemoteAtriumServer) -> None:
     with httpx.Client(timeout=30) as http:
         assert http.get(server.url_for("readyz")).status_code == 200
+
+
+def test_teams_and_usage_from_the_command_line(
+    server: RemoteAtriumServer, wait_until: WaitUntil
+) -> None:
+    made = atrium(server, "teams", "create", "desk", "--rpm", "50", "--parallel", "3")
+    assert made.returncode == 0, made.stderr
+    assert "created team desk" in made.stdout
+    again = atrium(server, "teams", "create", "desk")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr
+    assert "Traceback" not in again.stderr
+    listing = atrium(server, "teams", "list")
+    assert " desk " in listing.stdout
+    secret = created_secret(atrium(server, "keys", "create", "trader", "--team", "desk"))
+    missing = atrium(server, "keys", "create", "ghost", "--team", "nowhere")
+    assert missing.returncode == 1
+    assert "no team 'nowhere'" in missing.stderr
+    assert embed_status(server, secret) == 200
+
+    def counted() -> bool:
+        report = atrium(server, "usage", "--by", "team")
+        return report.returncode == 0 and " desk " in report.stdout
+
+    wait_until(counted, timeout=15, what="the usage report to count the request")
+    by_model = atrium(server, "usage", "--by", "model")
+    assert "all-minilm-l6-v2" in by_model.stdout

@@ -58,6 +58,7 @@ def _settings(tmp_path: Path, store_url: str | None, bus: str, prefix: str) -> S
             "smol": LlamaCppModel(n_ctx=512, aliases=["default"]),
             "minilm": OnnxEmbeddingModel(),
         },
+        prices={"smol": {"input_per_million": 1.0, "output_per_million": 2.0}},  # type: ignore[dict-item]
     )
 
 
@@ -181,3 +182,55 @@ async def test_a_teams_limit_is_shared_by_its_keys(running: Running) -> None:
     assert statuses == [200, 200, 429]
     listed = (await running.client.get("/v1/admin/teams")).json()["data"]
     assert [t["name"] for t in listed] == ["quants"]
+
+
+async def _usage(running: Running, group_by: str) -> list[dict[str, object]]:
+    answer = await running.client.get("/v1/admin/usage", params={"group_by": group_by})
+    assert answer.status_code == 200, answer.text
+    data: list[dict[str, object]] = answer.json()["data"]
+    return data
+
+
+async def _settled_usage(
+    running: Running, group_by: str, *, requests: int
+) -> list[dict[str, object]]:
+    """The report once the usage consumer (a separate bus group) has counted everything."""
+    async with asyncio.timeout(10):
+        while True:
+            lines = await _usage(running, group_by)
+            if sum(int(str(line["requests"])) for line in lines) == requests:
+                return lines
+            await asyncio.sleep(0.05)
+
+
+async def test_usage_and_spend_are_reported_by_key_team_and_model(running: Running) -> None:
+    await running.client.post("/v1/admin/teams", json={"name": "research"})
+    created = await running.client.post("/v1/admin/keys", json={"name": "r1", "team": "research"})
+    user = {"authorization": f"Bearer {created.json()['key']}"}
+    body = {"model": "default", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+    usages = []
+    for _ in range(2):
+        answer = await running.client.post("/v1/chat/completions", headers=user, json=body)
+        usages.append(answer.json()["usage"])
+    await running.client.post("/v1/embeddings", headers=user, json={"model": "nope", "input": "x"})
+    await running.events.wait_for(3)
+    by_team = await _settled_usage(running, "team", requests=3)
+    prompt = sum(u["prompt_tokens"] for u in usages)
+    completion = sum(u["completion_tokens"] for u in usages)
+    assert by_team == [
+        {
+            "group": created.json()["team"]["id"],
+            "label": "research",
+            "requests": 3,
+            "errors": 1,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "spend_usd": round((prompt * 1.0 + completion * 2.0) / 1e6, 6),
+        }
+    ]
+    by_model = {line["group"]: line["requests"] for line in await _usage(running, "model")}
+    assert by_model == {"smol": 2, "unknown": 1}
+    bad = await running.client.get("/v1/admin/usage", params={"group_by": "colour"})
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "group_by"

@@ -1,0 +1,135 @@
+"""Usage and spend per day, key, team and model: recorded from events, reported by group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from atrium.store.db import Database
+from atrium.store.tables import ApiKeyRow, TeamRow, UsageRow
+
+GroupBy = Literal["key", "team", "model", "day"]
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    """One finished request, as the usage table counts it."""
+
+    day: date
+    key_id: str
+    team_id: str | None
+    model: str
+    ok: bool
+    prompt_tokens: int
+    completion_tokens: int
+    spend_usd: float
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """Totals for one group."""
+
+    group: str
+    label: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    spend_usd: float
+
+    def to_public(self) -> dict[str, Any]:
+        """A JSON-safe view for the admin API."""
+        return {
+            "group": self.group,
+            "label": self.label,
+            "requests": self.requests,
+            "errors": self.errors,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "spend_usd": round(self.spend_usd, 6),
+        }
+
+
+class UsageRepository:
+    """Adds requests to the daily totals and reports them."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._insert = sqlite_insert if db.is_sqlite else postgresql_insert
+
+    async def record(self, usage: UsageRecord) -> None:
+        """Add one request to its day's row, atomically (an upsert, safe across replicas)."""
+        values = {
+            "day": usage.day,
+            "key_id": usage.key_id,
+            "model": usage.model,
+            "team_id": usage.team_id,
+            "requests": 1,
+            "errors": 0 if usage.ok else 1,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "spend_usd": usage.spend_usd,
+        }
+        statement = self._insert(UsageRow).values(**values)
+        added = statement.excluded
+        statement = statement.on_conflict_do_update(
+            index_elements=["day", "key_id", "model"],
+            set_={
+                column: getattr(UsageRow, column) + getattr(added, column)
+                for column in (
+                    "requests",
+                    "errors",
+                    "prompt_tokens",
+                    "completion_tokens",
+                    "spend_usd",
+                )
+            },
+        )
+        async with self._db.session() as session:
+            await session.execute(statement)
+            await session.commit()
+
+    async def report(
+        self, group_by: GroupBy, *, start: date | None = None, end: date | None = None
+    ) -> list[UsageLine]:
+        """Totals per group between ``start`` and ``end`` (inclusive), biggest spend first."""
+        query = _grouped(group_by)
+        if start is not None:
+            query = query.where(UsageRow.day >= start)
+        if end is not None:
+            query = query.where(UsageRow.day <= end)
+        async with self._db.session() as session:
+            rows = await session.execute(query)
+            lines = [
+                UsageLine(str(group), str(label or group), int(r), int(e), int(p), int(c), float(s))
+                for group, label, r, e, p, c, s in rows
+            ]
+        return sorted(lines, key=lambda line: (-line.spend_usd, -line.requests, line.group))
+
+
+def _grouped(group_by: GroupBy) -> Select[Any, Any, Any, Any, Any, Any, Any]:
+    totals = (
+        func.sum(UsageRow.requests),
+        func.sum(UsageRow.errors),
+        func.sum(UsageRow.prompt_tokens),
+        func.sum(UsageRow.completion_tokens),
+        func.sum(UsageRow.spend_usd),
+    )
+    if group_by == "key":
+        by_key = select(UsageRow.key_id, ApiKeyRow.name, *totals).outerjoin(
+            ApiKeyRow, ApiKeyRow.id == UsageRow.key_id
+        )
+        return by_key.group_by(UsageRow.key_id, ApiKeyRow.name)
+    if group_by == "team":
+        by_team = select(UsageRow.team_id, TeamRow.name, *totals).outerjoin(
+            TeamRow, TeamRow.id == UsageRow.team_id
+        )
+        return by_team.group_by(UsageRow.team_id, TeamRow.name)
+    column = UsageRow.model if group_by == "model" else UsageRow.day
+    return select(column, column, *totals).group_by(column)
