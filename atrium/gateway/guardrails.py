@@ -143,14 +143,14 @@ _PII_PATTERNS = (
 # Every kind needs a digit or an @: text with neither is skipped in one scan.
 _PII_HINT = re.compile(r"[\d@]")
 
-Span = tuple[int, int, str]
+_Span = tuple[int, int, str]
 
 
-def _pii_spans(text: str) -> list[Span]:
+def _pii_spans(text: str) -> list[_Span]:
     """Where personal data is in ``text``: (start, end, kind), sorted, not overlapping."""
     if not _PII_HINT.search(text):
         return []
-    spans: list[Span] = []
+    spans: list[_Span] = []
     for pattern in _PII_PATTERNS:
         for match in pattern.regex.finditer(text):
             start, end = match.span()
@@ -159,11 +159,11 @@ def _pii_spans(text: str) -> list[Span]:
     return sorted(spans)
 
 
-def _overlaps(spans: Iterable[Span], start: int, end: int) -> bool:
+def _overlaps(spans: Iterable[_Span], start: int, end: int) -> bool:
     return any(start < taken_end and taken_start < end for taken_start, taken_end, _ in spans)
 
 
-def _replace_spans(text: str, spans: Iterable[Span]) -> str:
+def _replace_spans(text: str, spans: Iterable[_Span]) -> str:
     parts, position = [], 0
     for start, end, kind in spans:
         parts += [text[position:start], f"[REDACTED:{kind}]"]

@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 import httpx
 
-from atrium.core.settings import LlamaCppModel, ModelSpec, OnnxEmbeddingModel, OpenAICompatModel
+from atrium.core.settings import (
+    AnthropicModel,
+    GeminiModel,
+    LlamaCppModel,
+    ModelSpec,
+    OnnxEmbeddingModel,
+    OpenAICompatModel,
+)
 from atrium.runtime.backends.llamacpp import LlamaCppBackend
 from atrium.runtime.backends.onnx_embedding import OnnxEmbeddingBackend
 from atrium.runtime.backends.openai_compat import OpenAICompatBackend, build_client
@@ -32,6 +39,22 @@ def _llamacpp(name: str, spec: ModelSpec) -> ModelBackend:
 def _onnx_embedding(name: str, spec: ModelSpec) -> ModelBackend:
     assert isinstance(spec, OnnxEmbeddingModel)
     return OnnxEmbeddingBackend(name, spec)
+
+
+# The provider SDKs take about a second and a half to import; only processes that
+# serve such a model pay for it.
+def _anthropic(name: str, spec: ModelSpec) -> ModelBackend:
+    from atrium.runtime.backends.anthropic import AnthropicBackend
+
+    assert isinstance(spec, AnthropicModel)
+    return AnthropicBackend(name, spec)
+
+
+def _gemini(name: str, spec: ModelSpec) -> ModelBackend:
+    from atrium.runtime.backends.gemini import GeminiBackend
+
+    assert isinstance(spec, GeminiModel)
+    return GeminiBackend(name, spec)
 
 
 def default_factories(
@@ -68,4 +91,6 @@ def default_factories(
         "llamacpp": _llamacpp,
         "onnx_embedding": _onnx_embedding,
         "openai_compat": openai_compat,
+        "anthropic": _anthropic,
+        "gemini": _gemini,
     }

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 
@@ -57,13 +57,21 @@ def system_text(messages: Iterable[ChatMessage]) -> str | None:
 
 
 def conversation(messages: Iterable[ChatMessage]) -> list[ChatMessage]:
-    """The turns that are not system or developer messages, checked for roles we map."""
-    turns = [m for m in messages if m.role not in _SYSTEM_ROLES]
+    """The turns that are not system or developer messages, checked for roles we map.
+
+    An assistant turn with neither text nor tool calls says nothing, and both
+    providers refuse empty turns: it is left out.
+    """
+    turns = [m for m in messages if m.role not in _SYSTEM_ROLES and not _is_empty(m)]
     for message in turns:
         if message.role == "function":
             msg = "role 'function' is deprecated and not supported here; use 'tool' messages"
             raise UnsupportedError(msg, param="messages")
     return turns
+
+
+def _is_empty(message: ChatMessage) -> bool:
+    return message.role == "assistant" and not message.tool_calls and not content_text(message)
 
 
 def content_text(message: ChatMessage) -> str:
@@ -148,7 +156,9 @@ def tool_call_id(message: ChatMessage) -> str:
     return message.tool_call_id
 
 
-def runs(turns: list[ChatMessage], key: Any) -> Iterator[list[ChatMessage]]:
+def runs(
+    turns: list[ChatMessage], key: Callable[[ChatMessage], str]
+) -> Iterator[list[ChatMessage]]:
     """Consecutive turns with the same ``key(turn)``, grouped (providers merge them)."""
     group: list[ChatMessage] = []
     for turn in turns:
@@ -293,7 +303,9 @@ class ChunkWriter:
         """A piece of text."""
         return self._delta({"content": text})
 
-    def tool_call_start(self, index: int, call_id: str, name: str, extra: JSON | None) -> StreamEvent:
+    def tool_call_start(
+        self, index: int, call_id: str, name: str, extra: JSON | None
+    ) -> StreamEvent:
         """A tool call's first chunk: its index, id, type and function name."""
         call: JSON = {
             "index": index,

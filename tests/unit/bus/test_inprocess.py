@@ -218,6 +218,8 @@ def test_request_completed_carries_no_content() -> None:
         "status",
         "stream",
         "endpoint",
+        "team_id",
+        "cost_usd",
     }
     assert not any(name in payload for name in ("prompt", "completion", "messages", "input"))
 
