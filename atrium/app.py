@@ -20,6 +20,8 @@ from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreams
 from atrium.core.errors import InvalidRequestError
 from atrium.core.settings import Settings
 from atrium.gateway.auth import KeyAuthenticator
+from atrium.gateway.cache import ResponseCache, build_response_cache
+from atrium.gateway.guardrails import Guardrails
 from atrium.gateway.limits import InProcessRateLimiter, Limits, RateLimiter
 from atrium.gateway.middleware import (
     BodySizeLimitMiddleware,
@@ -68,6 +70,7 @@ class Platform:
     usage: UsageRepository
     usage_recorder: UsageRecorder
     redis: aioredis.Redis | None = None
+    cache: ResponseCache | None = None
     announce_key: KeyAnnouncer = _announce_to_stderr
 
     async def start(self) -> None:
@@ -90,6 +93,8 @@ class Platform:
             stack.push_async_callback(self.usage_recorder.close)
             stack.push_async_callback(self.publisher.close)
             stack.push_async_callback(self.inference.drain)
+            if self.cache is not None:
+                stack.push_async_callback(self.cache.close)
             stack.push_async_callback(self.catalog.close)
 
     async def _bootstrap_key(self) -> None:
@@ -123,7 +128,7 @@ def build_platform(
     db = Database(settings.store_url, pool_size=settings.store.pool_size, echo=settings.store.echo)
     keys = ApiKeyRepository(db, prefix=settings.auth.key_prefix)
     redis_client: aioredis.Redis | None = None
-    if "redis" in (settings.bus.backend, settings.limits.backend):
+    if "redis" in (settings.bus.backend, settings.limits.backend, settings.cache.backend):
         redis_client = aioredis.Redis.from_url(settings.redis.url)
     bus: EventBus
     if redis_client is not None and settings.bus.backend == "redis":
@@ -136,6 +141,7 @@ def build_platform(
         bus = InProcessEventBus()
     publisher = EventPublisher(bus, max_queue_size=settings.bus.publish_queue)
     usage = UsageRepository(db)
+    cache = build_response_cache(settings.cache, redis_client)
     metrics = GatewayMetrics()
     catalog = ModelCatalog.from_settings(
         settings.models,
@@ -156,6 +162,9 @@ def build_platform(
             parallel=settings.limits.default_max_parallel,
         ),
         prices=settings.prices,
+        guardrails=Guardrails(settings.guardrails),
+        cache=cache,
+        cache_settings=settings.cache,
         model_limits={
             name: Limits(rpm=m.rpm, tpm=m.tpm, parallel=m.max_parallel)
             for name, m in settings.limits.models.items()
@@ -175,6 +184,7 @@ def build_platform(
         metrics=metrics,
         inference=inference,
         redis=redis_client,
+        cache=cache,
         announce_key=announce_key,
     )
 

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "ATRIUM_CONFIG"
+_MIB = 1024 * 1024
 DEFAULT_CONFIG_FILE = "atrium.yaml"
 
 
@@ -112,6 +113,68 @@ class ModelPrice(BaseModel):
         return (
             prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
         ) / 1_000_000
+
+
+class CacheSettings(BaseModel):
+    """The response cache (exact match, deterministic requests only)."""
+
+    backend: Literal["off", "inprocess", "redis"] = Field(
+        "off",
+        description="off, inprocess (one process, LRU) or redis (shared by every replica).",
+    )
+    ttl_seconds: float = Field(3600, gt=0, description="How long an answer stays cached.")
+    max_entries: int = Field(
+        10_000, ge=1, description="In-process: answers kept before the least recently used go."
+    )
+    max_bytes: int = Field(
+        256 * _MIB, ge=1, description="In-process: bytes kept before the least recently used go."
+    )
+    by_default: bool = Field(
+        True,
+        description="Cache deterministic requests unless they send `x-atrium-cache: off` "
+        "(false: only those that send `x-atrium-cache: on`).",
+    )
+    redis_prefix: str = Field("atrium:cache:", description="Redis key prefix of cached answers.")
+    max_entry_bytes: int = Field(
+        4 * _MIB, ge=1, description="Answers bigger than this (serialised) are not cached."
+    )
+    redis_timeout_seconds: float = Field(
+        0.5, gt=0, description="A Redis read or write slower than this counts as a miss."
+    )
+    redis_cooldown_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="After a Redis failure, how long the cache is skipped before Redis is tried.",
+    )
+
+
+class GuardrailSettings(BaseModel):
+    """Guardrails on prompts and answers; every rule is off by default."""
+
+    pii_redaction: bool = Field(
+        False,
+        description=(
+            "Replace email addresses, phone numbers, credit-card numbers (Luhn-checked), "
+            "IBANs (checksum-checked) and US SSNs by [REDACTED:<kind>], in prompts before "
+            "the model sees them and in answers."
+        ),
+    )
+    blocked_terms: list[str] = Field(
+        default_factory=list,
+        description="Refuse prompts containing any of these (case-insensitive, whole words).",
+    )
+    prompt_injection: bool = Field(
+        False,
+        description=(
+            "Refuse prompts that use well-known phrases for overriding a model's instructions "
+            "(e.g. 'ignore all previous instructions'). A heuristic, not a defence on its own."
+        ),
+    )
+    max_output_chars: int | None = Field(
+        None,
+        ge=1,
+        description="Cut each answer choice at this many characters (finish_reason 'length').",
+    )
 
 
 class LimitSettings(BaseModel):
@@ -356,6 +419,8 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Public name -> weighted split over models, with retries and fallbacks.",
     )
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="Model (canonical name) -> USD per million tokens, for spend reporting.",

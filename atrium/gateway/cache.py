@@ -19,15 +19,16 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
 from atrium.bus.base import raise_if_cancel_requested
+from atrium.core.settings import CacheSettings
 from atrium.runtime.base import StreamEvent
 from atrium.runtime.schema import JSON, ChatCompletionRequest, CompletionRequest, Usage
 
@@ -36,6 +37,8 @@ log = logging.getLogger("atrium.gateway.cache")
 MIB = 1024 * 1024
 # The response header that tells a client its answer was replayed from the cache.
 CACHE_HEADER = "x-atrium-cache"
+#: ``hit`` or ``miss`` for the current request when the cache applied (read for the header).
+cache_status: ContextVar[str | None] = ContextVar("atrium_cache_status", default=None)
 
 # Bumped whenever the key material changes shape, so old entries simply stop matching.
 _KEY_VERSION = "atrium-cache-v1"
@@ -49,34 +52,6 @@ _SORTED = orjson.OPT_SORT_KEYS
 
 CacheBackend = Literal["off", "inprocess", "redis"]
 CacheableRequest = ChatCompletionRequest | CompletionRequest
-
-
-class CacheSettings(BaseModel):
-    """The response cache (exact match, deterministic requests only)."""
-
-    backend: CacheBackend = Field(
-        "off",
-        description="off, inprocess (one process, LRU) or redis (shared by every replica).",
-    )
-    ttl_seconds: float = Field(3600, gt=0, description="How long an answer stays cached.")
-    max_entries: int = Field(
-        10_000, ge=1, description="In-process: answers kept before the least recently used go."
-    )
-    max_bytes: int = Field(
-        256 * MIB, ge=1, description="In-process: bytes kept before the least recently used go."
-    )
-    redis_prefix: str = Field("atrium:cache:", description="Redis key prefix of cached answers.")
-    max_entry_bytes: int = Field(
-        4 * MIB, ge=1, description="Answers bigger than this (serialised) are not cached."
-    )
-    redis_timeout_seconds: float = Field(
-        0.5, gt=0, description="A Redis read or write slower than this counts as a miss."
-    )
-    redis_cooldown_seconds: float = Field(
-        5.0,
-        ge=0,
-        description="After a Redis failure, how long the cache is skipped before Redis is tried.",
-    )
 
 
 def cache_key(model: str, request: CacheableRequest, *, scope: str = "") -> str | None:

@@ -17,41 +17,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import orjson
-from pydantic import BaseModel, Field
 
 from atrium.core.errors import InvalidRequestError
+from atrium.core.settings import GuardrailSettings
 from atrium.runtime.schema import JSON, ChatCompletionRequest, ChatMessage, CompletionRequest
 
 Req = TypeVar("Req", ChatCompletionRequest, CompletionRequest)
-
-
-class GuardrailSettings(BaseModel):
-    """Guardrails on prompts and answers; every rule is off by default."""
-
-    pii_redaction: bool = Field(
-        False,
-        description=(
-            "Replace email addresses, phone numbers, credit-card numbers (Luhn-checked), "
-            "IBANs (checksum-checked) and US SSNs by [REDACTED:<kind>], in prompts before "
-            "the model sees them and in answers."
-        ),
-    )
-    blocked_terms: list[str] = Field(
-        default_factory=list,
-        description="Refuse prompts containing any of these (case-insensitive, whole words).",
-    )
-    prompt_injection: bool = Field(
-        False,
-        description=(
-            "Refuse prompts that use well-known phrases for overriding a model's instructions "
-            "(e.g. 'ignore all previous instructions'). A heuristic, not a defence on its own."
-        ),
-    )
-    max_output_chars: int | None = Field(
-        None,
-        ge=1,
-        description="Cut each answer choice at this many characters (finish_reason 'length').",
-    )
 
 
 class GuardrailError(InvalidRequestError):

@@ -8,6 +8,7 @@ from fastapi.responses import StreamingResponse
 from atrium.core.errors import ModelNotFoundError
 from atrium.core.http import json_response
 from atrium.gateway.auth import KeyAuthenticator
+from atrium.gateway.cache import CACHE_HEADER, cache_status
 from atrium.gateway.service import InferenceService, Sse
 from atrium.runtime.catalog import ModelCatalog
 from atrium.runtime.routing import request_headers, served_by
@@ -24,7 +25,17 @@ def _answer(result: JSON | Sse) -> Response:
         response = StreamingResponse(result, media_type="text/event-stream", headers=_SSE_HEADERS)
     if served is not None:
         response.headers["x-atrium-served-by"] = served
+    cached = cache_status.get()
+    if cached is not None:
+        response.headers[CACHE_HEADER] = cached
     return response
+
+
+def _begin(request: Request) -> None:
+    """Request-scoped context: the headers routing reads; no cache status carried over."""
+    request_headers.set(request.headers)
+    cache_status.set(None)
+    served_by.set(None)
 
 
 def inference_router(service: InferenceService) -> APIRouter:
@@ -37,17 +48,17 @@ def inference_router(service: InferenceService) -> APIRouter:
     router = APIRouter()
 
     async def chat_completions(request: Request) -> Response:
-        request_headers.set(request.headers)
+        _begin(request)
         body = await request.body()
         return _answer(await service.chat(request.headers.get("authorization"), body))
 
     async def completions(request: Request) -> Response:
-        request_headers.set(request.headers)
+        _begin(request)
         body = await request.body()
         return _answer(await service.complete(request.headers.get("authorization"), body))
 
     async def embeddings(request: Request) -> Response:
-        request_headers.set(request.headers)
+        _begin(request)
         body = await request.body()
         return _answer(await service.embed(request.headers.get("authorization"), body))
 

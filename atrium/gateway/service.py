@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel
@@ -21,13 +21,22 @@ from pydantic import BaseModel
 from atrium.bus import EventPublisher, RequestCompleted
 from atrium.core.errors import AtriumError, UnsupportedError, status_of
 from atrium.core.http import parse_body
-from atrium.core.settings import ModelPrice
+from atrium.core.settings import CacheSettings, ModelPrice
 from atrium.gateway.auth import KeyAuthenticator, Principal, authorize_model
+from atrium.gateway.cache import (
+    CACHE_HEADER,
+    CachedAnswer,
+    ResponseCache,
+    StreamRecorder,
+    cache_key,
+    cache_status,
+)
+from atrium.gateway.guardrails import Guardrails
 from atrium.gateway.limits import Limits, RateLimiter, Reservation, Subject
 from atrium.observability.metrics import GatewayMetrics
 from atrium.runtime.base import Capability, StreamEvent
 from atrium.runtime.catalog import CatalogEntry, ModelCatalog
-from atrium.runtime.routing import served_by
+from atrium.runtime.routing import request_headers, served_by
 from atrium.runtime.schema import (
     JSON,
     ChatCompletionRequest,
@@ -37,6 +46,7 @@ from atrium.runtime.schema import (
 )
 
 R = TypeVar("R", bound=BaseModel)
+G = TypeVar("G", ChatCompletionRequest, CompletionRequest)
 Sse = AsyncIterator[bytes]
 
 _DONE = b"data: [DONE]\n\n"
@@ -72,6 +82,7 @@ class _Call:
     model: str = "unknown"
     reservation: Reservation | None = None
     stream: bool = False
+    cached: bool = False
 
 
 class InferenceService:
@@ -88,6 +99,9 @@ class InferenceService:
         default_limits: Limits,
         model_limits: Mapping[str, Limits] | None = None,
         prices: Mapping[str, ModelPrice] | None = None,
+        guardrails: Guardrails | None = None,
+        cache: ResponseCache | None = None,
+        cache_settings: CacheSettings | None = None,
     ) -> None:
         self._catalog = catalog
         self._auth = auth
@@ -97,6 +111,9 @@ class InferenceService:
         self._default_limits = default_limits
         self._model_limits = dict(model_limits or {})
         self._prices = dict(prices or {})
+        self._guardrails = guardrails if guardrails is not None and guardrails.active else None
+        self._cache = cache
+        self._cache_settings = cache_settings or CacheSettings()
         self._background: set[asyncio.Task[None]] = set()
 
     async def chat(self, authorization: str | None, body: bytes) -> JSON | Sse:
@@ -121,17 +138,58 @@ class InferenceService:
         if request.tools and Capability.TOOLS not in entry.backend.capabilities:
             msg = f"model {request.model!r} does not support tools"
             raise UnsupportedError(msg, param="tools")
-        if request.stream:
-            events = entry.backend.chat_stream(request)
-            return await self._open_stream(call, events, include_usage=request.include_usage)
-        return self._finish(call, await entry.backend.chat(request))
+        request = self._guardrails.check_request(request) if self._guardrails else request
+        backend = entry.backend
+        return await self._generate(call, request, entry, backend.chat, backend.chat_stream)
 
     async def _complete(self, call: _Call, authorization: str | None, body: bytes) -> JSON | Sse:
         request, entry = await self._admit(call, authorization, body, CompletionRequest)
+        request = self._guardrails.check_request(request) if self._guardrails else request
+        backend = entry.backend
+        return await self._generate(call, request, entry, backend.complete, backend.complete_stream)
+
+    async def _generate(
+        self,
+        call: _Call,
+        request: G,
+        entry: CatalogEntry,
+        answer: Callable[[G], Awaitable[JSON]],
+        stream: Callable[[G], AsyncIterator[StreamEvent]],
+    ) -> JSON | Sse:
+        """Answer from the cache, or from the model (then keep the answer if cacheable)."""
+        key = self._cache_key(entry.name, request)
+        hit = await self._cache.get(key) if self._cache is not None and key else None
+        if key is not None:
+            cache_status.set("hit" if hit else "miss")
+        call.cached = hit is not None
         if request.stream:
-            events = entry.backend.complete_stream(request)
-            return await self._open_stream(call, events, include_usage=request.include_usage)
-        return self._finish(call, await entry.backend.complete(request))
+            events = hit.replay() if hit else stream(request)
+            return await self._open_stream(
+                call, events, include_usage=request.include_usage, keep_as=None if hit else key
+            )
+        body = hit.as_json() if hit else await answer(request)
+        body = self._guardrails.check_answer(body) if self._guardrails else body
+        if key is not None and hit is None:
+            self._keep(key, CachedAnswer.from_body(body))
+        return self._finish(call, body)
+
+    def _cache_key(
+        self, model: str, request: ChatCompletionRequest | CompletionRequest
+    ) -> str | None:
+        """The cache key when caching applies: on, wanted (by header or default), deterministic."""
+        if self._cache is None:
+            return None
+        headers = request_headers.get() or {}
+        wanted = headers.get(CACHE_HEADER, "").lower()
+        if wanted == "off" or (wanted != "on" and not self._cache_settings.by_default):
+            return None
+        return cache_key(model, request)
+
+    def _keep(self, key: str, answer: CachedAnswer) -> None:
+        """Store an answer in the cache off the hot path."""
+        if self._cache is not None:
+            ttl = self._cache_settings.ttl_seconds
+            self._background_task(self._cache.put(key, answer, ttl))
 
     async def _embed(self, call: _Call, authorization: str | None, body: bytes) -> JSON:
         request, entry = await self._admit(call, authorization, body, EmbeddingRequest)
@@ -200,14 +258,19 @@ class InferenceService:
         return body
 
     async def _open_stream(
-        self, call: _Call, events: AsyncIterator[StreamEvent], *, include_usage: bool
+        self,
+        call: _Call,
+        events: AsyncIterator[StreamEvent],
+        *,
+        include_usage: bool,
+        keep_as: str | None = None,
     ) -> Sse:
         """Wait for the first event, so that errors before it are plain HTTP errors."""
         first = await anext(aiter(events), None)
         self._metrics.ttft.labels(call.model, call.endpoint.label).observe(
             time.perf_counter() - call.started
         )
-        return self._sse(call, first, events, include_usage=include_usage)
+        return self._sse(call, first, events, include_usage=include_usage, keep_as=keep_as)
 
     async def _sse(
         self,
@@ -216,16 +279,28 @@ class InferenceService:
         events: AsyncIterator[StreamEvent],
         *,
         include_usage: bool,
+        keep_as: str | None,
     ) -> Sse:
         usage, status = Usage(), CLIENT_CLOSED
+        guard = self._guardrails.stream_guard() if self._guardrails else None
+        max_bytes = self._cache_settings.max_entry_bytes
+        recorder = StreamRecorder(max_bytes=max_bytes) if keep_as else None
         try:
             event = first
-            while event is not None:
+            while event is not None and not (guard and guard.stopped):
                 if event.usage is not None:
                     usage = event.usage
-                if include_usage or not event.usage_only:
-                    yield b"data: " + event.data + b"\n\n"
+                payload = guard.feed(event.data) if guard else event.data
+                if payload is not None:
+                    if recorder is not None:
+                        recorder.feed(payload)
+                    if include_usage or not event.usage_only:
+                        yield b"data: " + payload + b"\n\n"
                 event = await anext(events, None)
+            for payload in guard.finish() if guard else ():
+                if recorder is not None:
+                    recorder.feed(payload)
+                yield b"data: " + payload + b"\n\n"
             status = 200
             yield _DONE
         except AtriumError as exc:
@@ -235,12 +310,18 @@ class InferenceService:
         finally:
             await _aclose(events)
             self._record(call, status, usage)
+        # Only a stream that ran to its end, uncut by a guardrail, is worth replaying.
+        kept = recorder.answer() if recorder is not None else None
+        if keep_as is not None and kept is not None and not (guard and guard.stopped):
+            self._keep(keep_as, kept)
 
     def _reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Settle a reservation off the hot path (with Redis it is a round trip)."""
-        if not reservation.holds_anything:
-            return
-        task = asyncio.create_task(self._limiter.reconcile(reservation, actual_tokens))
+        if reservation.holds_anything:
+            self._background_task(self._limiter.reconcile(reservation, actual_tokens))
+
+    def _background_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -251,6 +332,8 @@ class InferenceService:
 
     def _record(self, call: _Call, status: int, usage: Usage) -> None:
         """Metrics, limiter reconciliation and the request.completed event."""
+        if call.cached:
+            usage = Usage()  # a cached answer took no model time: it costs no tokens
         seconds = time.perf_counter() - call.started
         if call.reservation is not None:
             self._reconcile(call.reservation, usage.total_tokens)

@@ -11,7 +11,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from atrium.gateway.cache import CachedAnswer, CacheSettings, RedisResponseCache, StreamRecorder
+from atrium.core.settings import CacheSettings
+from atrium.gateway.cache import CachedAnswer, RedisResponseCache, StreamRecorder
 from atrium.gateway.cache import build_response_cache as build
 from atrium.runtime.schema import JSON, Usage
 

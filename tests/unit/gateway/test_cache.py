@@ -7,10 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
+from atrium.core.settings import CacheSettings
 from atrium.gateway.cache import (
     MIB,
     CachedAnswer,
-    CacheSettings,
     InProcessResponseCache,
     StreamRecorder,
     build_response_cache,

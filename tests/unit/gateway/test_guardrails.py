@@ -7,11 +7,11 @@ from typing import Any
 import orjson
 import pytest
 
+from atrium.core.settings import GuardrailSettings
 from atrium.gateway.guardrails import (
     HOLD_BACK_CHARS,
     GuardrailError,
     Guardrails,
-    GuardrailSettings,
     StreamGuard,
     iban_valid,
     luhn_valid,
