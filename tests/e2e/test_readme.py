@@ -130,3 +130,14 @@ def test_the_routes_example_loads_and_builds(tmp_path: Path) -> None:
     replicas = settings.models["qwen-v1"]
     assert isinstance(replicas, OpenAICompatModel)
     assert len(replicas.base_urls) == 2
+
+
+def test_the_cache_guardrails_and_prices_example_loads(tmp_path: Path) -> None:
+    example = next(b for b in _blocks("yaml") if "guardrails:" in b)
+    config = tmp_path / "atrium.yaml"
+    config.write_text(example)
+    settings = load_settings(config)
+    assert settings.cache.backend == "redis"
+    assert settings.guardrails.blocked_terms == ["project falcon"]
+    assert settings.prices["qwen-v1"].cost(1_000_000, 1_000_000) == 0.8
+    assert settings.limits.models["qwen-v1"].max_parallel == 32
