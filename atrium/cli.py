@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -98,6 +99,7 @@ def serve(
     if port is not None:
         settings.server.port = port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _configure_logging(settings)
     uvicorn.run(
         build_app(settings),
         host=settings.server.host,
@@ -108,6 +110,21 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+
+
+def _configure_logging(settings: Settings) -> None:
+    """Atrium's own log lines on stderr; request lines as bare JSON on stdout."""
+    level = settings.server.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    requests_log = logging.getLogger("atrium.requests")
+    requests_log.propagate = False
+    if settings.server.request_log:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        requests_log.addHandler(handler)
+        requests_log.setLevel(logging.INFO)
+    else:
+        requests_log.setLevel(logging.CRITICAL)
 
 
 @app.command()

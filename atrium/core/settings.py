@@ -34,6 +34,9 @@ class ServerSettings(BaseModel):
         4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    request_log: bool = Field(
+        True, description="Write one JSON line per request to standard output (no content)."
+    )
     public_metrics: bool = Field(
         False, description="Serve /metrics without a key (otherwise an admin key is needed)."
     )

@@ -9,7 +9,7 @@ from atrium.core.errors import ModelNotFoundError
 from atrium.core.http import json_response
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.gateway.cache import CACHE_HEADER, cache_status
-from atrium.gateway.service import InferenceService, Sse
+from atrium.gateway.service import InferenceService, Sse, overhead_ms
 from atrium.runtime.catalog import ModelCatalog
 from atrium.runtime.routing import request_headers, served_by
 from atrium.runtime.schema import JSON
@@ -28,6 +28,9 @@ def _answer(result: JSON | Sse) -> Response:
     cached = cache_status.get()
     if cached is not None:
         response.headers[CACHE_HEADER] = cached
+    spent = overhead_ms.get()
+    if spent is not None:
+        response.headers["x-atrium-overhead-ms"] = f"{spent:.3f}"
     return response
 
 
@@ -36,6 +39,7 @@ def _begin(request: Request) -> None:
     request_headers.set(request.headers)
     cache_status.set(None)
     served_by.set(None)
+    overhead_ms.set(None)
 
 
 def inference_router(service: InferenceService) -> APIRouter:

@@ -8,9 +8,11 @@ off the hot path.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
@@ -19,7 +21,13 @@ import orjson
 from pydantic import BaseModel
 
 from atrium.bus import EventPublisher, RequestCompleted
-from atrium.core.errors import AtriumError, UnsupportedError, status_of
+from atrium.core.errors import (
+    AtriumError,
+    LimiterUnavailableError,
+    RateLimitError,
+    UnsupportedError,
+    status_of,
+)
 from atrium.core.http import parse_body
 from atrium.core.settings import CacheSettings, ModelPrice
 from atrium.gateway.auth import KeyAuthenticator, Principal, authorize_model
@@ -46,6 +54,10 @@ from atrium.runtime.schema import (
 )
 
 R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
+requests_log = logging.getLogger("atrium.requests")
+#: Atrium's own time on the current request, in ms (read for ``x-atrium-overhead-ms``).
+overhead_ms: ContextVar[float | None] = ContextVar("atrium_overhead_ms", default=None)
 G = TypeVar("G", ChatCompletionRequest, CompletionRequest)
 Sse = AsyncIterator[bytes]
 
@@ -83,6 +95,12 @@ class _Call:
     reservation: Reservation | None = None
     stream: bool = False
     cached: bool = False
+    model_seconds: float = 0.0  # time inside the backend: the rest is Atrium's overhead
+    first_token_at: float = 0.0
+
+    def overhead(self) -> float:
+        """Seconds Atrium itself has spent on the request so far."""
+        return max(0.0, time.perf_counter() - self.started - self.model_seconds)
 
 
 class InferenceService:
@@ -161,13 +179,14 @@ class InferenceService:
         hit = await self._cache.get(key) if self._cache is not None and key else None
         if key is not None:
             cache_status.set("hit" if hit else "miss")
+            self._metrics.cache.labels("hit" if hit else "miss").inc()
         call.cached = hit is not None
         if request.stream:
             events = hit.replay() if hit else stream(request)
             return await self._open_stream(
                 call, events, include_usage=request.include_usage, keep_as=None if hit else key
             )
-        body = hit.as_json() if hit else await answer(request)
+        body = hit.as_json() if hit else await _timed(call, answer(request))
         body = self._guardrails.check_answer(body) if self._guardrails else body
         if key is not None and hit is None:
             self._keep(key, CachedAnswer.from_body(body))
@@ -193,7 +212,7 @@ class InferenceService:
 
     async def _embed(self, call: _Call, authorization: str | None, body: bytes) -> JSON:
         request, entry = await self._admit(call, authorization, body, EmbeddingRequest)
-        return self._finish(call, await entry.backend.embed(request))
+        return self._finish(call, await _timed(call, entry.backend.embed(request)))
 
     async def _admit(
         self, call: _Call, authorization: str | None, body: bytes, schema: type[R]
@@ -250,10 +269,13 @@ class InferenceService:
         try:
             return await work
         except AtriumError as exc:
+            if isinstance(exc, RateLimitError | LimiterUnavailableError):
+                self._metrics.limit_rejections.labels(exc.code or "limited").inc()
             self._record(call, status_of(exc), Usage())
             raise
 
     def _finish(self, call: _Call, body: JSON) -> JSON:
+        overhead_ms.set(call.overhead() * 1000.0)
         self._record(call, 200, Usage.from_openai(body.get("usage")))
         return body
 
@@ -266,10 +288,12 @@ class InferenceService:
         keep_as: str | None = None,
     ) -> Sse:
         """Wait for the first event, so that errors before it are plain HTTP errors."""
-        first = await anext(aiter(events), None)
-        self._metrics.ttft.labels(call.model, call.endpoint.label).observe(
-            time.perf_counter() - call.started
+        first = await _timed(call, anext(aiter(events), None))
+        call.first_token_at = time.perf_counter()
+        self._metrics.observe_first_token(
+            call.model, call.endpoint.label, call.first_token_at - call.started
         )
+        overhead_ms.set(call.overhead() * 1000.0)
         return self._sse(call, first, events, include_usage=include_usage, keep_as=keep_as)
 
     async def _sse(
@@ -345,7 +369,15 @@ class InferenceService:
             seconds=seconds,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
+            overhead_seconds=call.overhead() if status < 400 else None,
         )
+        if call.first_token_at and usage.completion_tokens > 1:
+            per_token = (time.perf_counter() - call.first_token_at) / (usage.completion_tokens - 1)
+            self._metrics.time_per_output_token.labels(call.endpoint.label, call.model).observe(
+                per_token
+            )
+        if requests_log.isEnabledFor(logging.INFO):
+            requests_log.info("%s", _log_line(call, status, usage, seconds))
         price = self._prices.get(call.model)
         key = call.principal.key if call.principal else None
         self._publisher.publish_nowait(
@@ -362,6 +394,35 @@ class InferenceService:
                 endpoint=call.endpoint.label,
             )
         )
+
+
+async def _timed(call: _Call, work: Awaitable[T]) -> T:
+    """Await the backend, adding its time to the call's model time."""
+    started = time.perf_counter()
+    try:
+        return await work
+    finally:
+        call.model_seconds += time.perf_counter() - started
+
+
+def _log_line(call: _Call, status: int, usage: Usage, seconds: float) -> str:
+    """One JSON line per request: who, what, how long; never content or key material."""
+    return orjson.dumps(
+        {
+            "event": "request",
+            "endpoint": call.endpoint.label,
+            "model": call.model,
+            "served_by": served_by.get(),
+            "key_id": call.principal.key_id if call.principal else None,
+            "status": status,
+            "stream": call.stream,
+            "cache": cache_status.get(),
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "latency_ms": round(seconds * 1000.0, 3),
+            "overhead_ms": round(call.overhead() * 1000.0, 3),
+        }
+    ).decode()
 
 
 def _estimate(request: BaseModel, default_completion: int) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -234,3 +236,27 @@ async def test_usage_and_spend_are_reported_by_key_team_and_model(running: Runni
     bad = await running.client.get("/v1/admin/usage", params={"group_by": "colour"})
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "group_by"
+
+
+async def test_answers_carry_overhead_and_each_request_logs_one_json_line(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="atrium.requests")
+    answer = await running.client.post("/v1/embeddings", json={"model": "minilm", "input": PROMPT})
+    assert answer.status_code == 200
+    assert float(answer.headers["x-atrium-overhead-ms"]) >= 0
+    assert answer.headers["x-atrium-served-by"] == "minilm"
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "atrium.requests"]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["model"] == "minilm"
+    assert line["status"] == 200
+    assert line["endpoint"] == "embeddings"
+    assert line["prompt_tokens"] > 0
+    assert 0 <= line["overhead_ms"] <= line["latency_ms"]
+    assert "Zyxo" not in caplog.text
+    assert ADMIN_KEY not in caplog.text
+    metrics = (await running.client.get("/metrics")).text
+    assert "gen_ai_server_request_duration_seconds_bucket" in metrics
+    assert 'gen_ai_client_token_usage_count{gen_ai_operation_name="embeddings"' in metrics
+    assert "atrium_overhead_seconds_bucket" in metrics
