@@ -20,6 +20,7 @@ from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreams
 from atrium.core.errors import InvalidRequestError
 from atrium.core.settings import Settings
 from atrium.gateway.auth import KeyAuthenticator
+from atrium.gateway.budgets import InProcessSpendLedger, RedisSpendLedger, SpendLedger
 from atrium.gateway.cache import ResponseCache, build_response_cache
 from atrium.gateway.guardrails import Guardrails
 from atrium.gateway.limits import InProcessRateLimiter, Limits, RateLimiter
@@ -165,6 +166,7 @@ def build_platform(
         guardrails=Guardrails(settings.guardrails),
         cache=cache,
         cache_settings=settings.cache,
+        ledger=_ledger(settings, redis_client, usage),
         model_limits={
             name: Limits(rpm=m.rpm, tpm=m.tpm, parallel=m.max_parallel)
             for name, m in settings.limits.models.items()
@@ -197,6 +199,14 @@ def _limiter(settings: Settings, redis_client: aioredis.Redis | None) -> RateLim
             on_failure=settings.limits.on_redis_failure,
         )
     return InProcessRateLimiter()
+
+
+def _ledger(
+    settings: Settings, redis_client: aioredis.Redis | None, usage: UsageRepository
+) -> SpendLedger:
+    if redis_client is not None and settings.limits.backend == "redis":
+        return RedisSpendLedger(redis_client, usage.spend_since)
+    return InProcessSpendLedger(usage.spend_since)
 
 
 def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:

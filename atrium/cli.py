@@ -28,6 +28,14 @@ from atrium.store.usage import UsageRepository
 T = TypeVar("T")
 
 
+class BudgetPeriod(StrEnum):
+    """The period a budget covers."""
+
+    DAY = "day"
+    MONTH = "month"
+    TOTAL = "total"
+
+
 class UsageGroup(StrEnum):
     """How `atrium usage` groups its totals."""
 
@@ -200,6 +208,8 @@ def keys_create(
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
     parallel: Annotated[int | None, typer.Option(min=1, help="Requests in flight.")] = None,
     team: Annotated[str | None, typer.Option(help="The owning team (name or id).")] = None,
+    budget: Annotated[float | None, typer.Option(min=0.0, help="USD budget per period.")] = None,
+    period: Annotated[BudgetPeriod | None, typer.Option(help="The budget's period.")] = None,
     expires: Annotated[
         datetime | None, typer.Option(help="Expiry (ISO 8601, UTC if no offset).")
     ] = None,
@@ -222,6 +232,8 @@ def keys_create(
             max_parallel=parallel,
             team=owner_team,
             expires_at=expires_at,
+            budget_usd=budget,
+            budget_period=period.value if period else None,
         )
         return new.secret
 
@@ -280,12 +292,21 @@ def teams_create(
     rpm: Annotated[int | None, typer.Option(min=1, help="Requests per minute.")] = None,
     tpm: Annotated[int | None, typer.Option(min=1, help="Tokens per minute.")] = None,
     parallel: Annotated[int | None, typer.Option(min=1, help="Requests in flight.")] = None,
+    budget: Annotated[float | None, typer.Option(min=0.0, help="USD budget per period.")] = None,
+    period: Annotated[BudgetPeriod | None, typer.Option(help="The budget's period.")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Create a team; its limits apply to all its keys together."""
+    """Create a team; its limits and budget apply to all its keys together."""
     team = _with_store(
         config,
-        lambda db: TeamRepository(db).create(name=name, rpm=rpm, tpm=tpm, max_parallel=parallel),
+        lambda db: TeamRepository(db).create(
+            name=name,
+            rpm=rpm,
+            tpm=tpm,
+            max_parallel=parallel,
+            budget_usd=budget,
+            budget_period=period.value if period else None,
+        ),
     )
     out.print(f"created team {team.name} ({team.id})")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,8 @@ class KeyCreate(BaseModel):
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
     max_parallel: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+    budget_period: Literal["day", "month", "total"] | None = None
     team: str | None = Field(None, min_length=1, description="The owning team's id or name.")
     expires_at: datetime | None = None
 
@@ -40,6 +43,8 @@ class TeamCreate(BaseModel):
     rpm: int | None = Field(None, ge=1)
     tpm: int | None = Field(None, ge=1)
     max_parallel: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+    budget_period: Literal["day", "month", "total"] | None = None
 
 
 async def _team(teams: TeamRepository, id_or_name: str | None) -> Team | None:

@@ -31,6 +31,7 @@ from atrium.core.errors import (
 from atrium.core.http import parse_body
 from atrium.core.settings import CacheSettings, ModelPrice
 from atrium.gateway.auth import KeyAuthenticator, Principal, authorize_model
+from atrium.gateway.budgets import Budget, SpendLedger
 from atrium.gateway.cache import (
     CACHE_HEADER,
     CachedAnswer,
@@ -95,6 +96,7 @@ class _Call:
     reservation: Reservation | None = None
     stream: bool = False
     cached: bool = False
+    budgets: tuple[Budget, ...] = ()
     model_seconds: float = 0.0  # time inside the backend: the rest is Atrium's overhead
     first_token_at: float = 0.0
 
@@ -120,6 +122,7 @@ class InferenceService:
         guardrails: Guardrails | None = None,
         cache: ResponseCache | None = None,
         cache_settings: CacheSettings | None = None,
+        ledger: SpendLedger | None = None,
     ) -> None:
         self._catalog = catalog
         self._auth = auth
@@ -132,6 +135,7 @@ class InferenceService:
         self._guardrails = guardrails if guardrails is not None and guardrails.active else None
         self._cache = cache
         self._cache_settings = cache_settings or CacheSettings()
+        self._ledger = ledger
         self._background: set[asyncio.Task[None]] = set()
 
     async def chat(self, authorization: str | None, body: bytes) -> JSON | Sse:
@@ -232,6 +236,9 @@ class InferenceService:
             self._subjects(call.principal, entry.name), estimate
         )
         self._metrics.in_flight.labels(call.model).inc()
+        call.budgets = _budgets(call.principal) if self._ledger is not None else ()
+        if call.budgets and self._ledger is not None:
+            await self._ledger.check(call.budgets)
         return request, entry
 
     def _check_capability(self, entry: CatalogEntry, endpoint: Endpoint, requested: str) -> None:
@@ -379,13 +386,16 @@ class InferenceService:
         if requests_log.isEnabledFor(logging.INFO):
             requests_log.info("%s", _log_line(call, status, usage, seconds))
         price = self._prices.get(call.model)
+        cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0
+        if cost > 0 and call.budgets and self._ledger is not None:
+            self._background_task(self._ledger.charge(call.budgets, cost))
         key = call.principal.key if call.principal else None
         self._publisher.publish_nowait(
             RequestCompleted(
                 model=call.model,
                 key_id=key.id if key else None,
                 team_id=key.team.id if key and key.team else None,
-                cost_usd=price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0,
+                cost_usd=cost,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 latency_ms=seconds * 1000.0,
@@ -394,6 +404,21 @@ class InferenceService:
                 endpoint=call.endpoint.label,
             )
         )
+
+
+def _budgets(principal: Principal) -> tuple[Budget, ...]:
+    """The key's and its team's budgets, where they have one."""
+    key, found = principal.key, []
+    if key.budget_usd is not None and key.budget_period is not None:
+        found.append(
+            Budget(f"key:{key.id}", f"key {key.name!r}", key.budget_usd, key.budget_period)
+        )
+    team = key.team
+    if team is not None and team.budget_usd is not None and team.budget_period is not None:
+        found.append(
+            Budget(f"team:{team.id}", f"team {team.name!r}", team.budget_usd, team.budget_period)
+        )
+    return tuple(found)
 
 
 async def _timed(call: _Call, work: Awaitable[T]) -> T:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.store.db import Database
 from atrium.store.tables import ApiKeyRow, TeamRow
-from atrium.store.teams import Team, team_from_row
+from atrium.store.teams import Team, check_budget, team_from_row
 
 DISPLAY_PREFIX_LENGTH: Final = 12
 MIN_SECRET_LENGTH: Final = 20
@@ -49,6 +49,8 @@ class ApiKey:
     created_at: datetime
     max_parallel: int | None = None
     team: Team | None = None
+    budget_usd: float | None = None
+    budget_period: str | None = None
 
     def is_active(self, now: datetime) -> bool:
         """Whether the key may be used at ``now`` (timezone-aware): not revoked, not expired."""
@@ -72,6 +74,8 @@ class ApiKey:
             "rpm": self.rpm,
             "tpm": self.tpm,
             "max_parallel": self.max_parallel,
+            "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
             "team": None if self.team is None else {"id": self.team.id, "name": self.team.name},
             "expires_at": _isoformat(self.expires_at),
             "revoked_at": _isoformat(self.revoked_at),
@@ -135,6 +139,8 @@ class ApiKeyRepository:
         secret: str | None = None,
         max_parallel: int | None = None,
         team: Team | None = None,
+        budget_usd: float | None = None,
+        budget_period: str | None = None,
     ) -> NewKey:
         """Create a key; with ``secret``, import that known key instead of generating one.
 
@@ -149,6 +155,7 @@ class ApiKeyRepository:
         _check_limit("rpm", rpm)
         _check_limit("tpm", tpm)
         _check_limit("max_parallel", max_parallel)
+        check_budget(budget_usd, budget_period)
         expires_at = _check_expiry(expires_at, now)
         if secret is not None and len(secret) < MIN_SECRET_LENGTH:
             msg = f"an imported key must be at least {MIN_SECRET_LENGTH} characters"
@@ -165,6 +172,8 @@ class ApiKeyRepository:
             rpm=rpm,
             tpm=tpm,
             max_parallel=max_parallel,
+            budget_usd=budget_usd,
+            budget_period=budget_period,
             team_id=None if team is None else team.id,
             expires_at=expires_at,
             revoked_at=None,
@@ -256,6 +265,8 @@ def _to_record(row: ApiKeyRow, team: Team | None = None) -> ApiKey:
         created_at=row.created_at,
         max_parallel=row.max_parallel,
         team=team,
+        budget_usd=row.budget_usd,
+        budget_period=row.budget_period,
     )
 
 

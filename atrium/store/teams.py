@@ -16,6 +16,19 @@ from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.store.db import Database
 from atrium.store.tables import TeamRow
 
+BUDGET_PERIODS = ("day", "month", "total")
+
+
+def check_budget(budget_usd: float | None, budget_period: str | None) -> None:
+    """A budget is a positive amount with a period, or nothing at all; else a 400."""
+    if budget_usd is None and budget_period is None:
+        return
+    if budget_usd is None or budget_usd <= 0:
+        raise InvalidRequestError("budget_usd must be above 0", param="budget_usd")
+    if budget_period not in BUDGET_PERIODS:
+        msg = f"budget_period must be one of {', '.join(BUDGET_PERIODS)}"
+        raise InvalidRequestError(msg, param="budget_period")
+
 
 @dataclass(frozen=True)
 class Team:
@@ -27,6 +40,8 @@ class Team:
     tpm: int | None
     max_parallel: int | None
     created_at: datetime
+    budget_usd: float | None = None
+    budget_period: str | None = None
 
     def to_public(self) -> dict[str, Any]:
         """A JSON-safe view for the admin API."""
@@ -36,6 +51,8 @@ class Team:
             "rpm": self.rpm,
             "tpm": self.tpm,
             "max_parallel": self.max_parallel,
+            "budget_usd": self.budget_usd,
+            "budget_period": self.budget_period,
             "created_at": self.created_at.isoformat(),
         }
 
@@ -54,6 +71,8 @@ class TeamRepository:
         rpm: int | None = None,
         tpm: int | None = None,
         max_parallel: int | None = None,
+        budget_usd: float | None = None,
+        budget_period: str | None = None,
     ) -> Team:
         """Create a team; a taken name or a bad limit is a 400 and nothing is written."""
         if not name.strip() or len(name) > 200:
@@ -61,12 +80,15 @@ class TeamRepository:
         for param, value in (("rpm", rpm), ("tpm", tpm), ("max_parallel", max_parallel)):
             if value is not None and value < 1:
                 raise InvalidRequestError(f"{param} must be at least 1", param=param)
+        check_budget(budget_usd, budget_period)
         row = TeamRow(
             id=uuid.uuid4().hex,
             name=name,
             rpm=rpm,
             tpm=tpm,
             max_parallel=max_parallel,
+            budget_usd=budget_usd,
+            budget_period=budget_period,
             created_at=self._clock(),
         )
         async with self._db.session() as session:
@@ -110,4 +132,6 @@ def team_from_row(row: TeamRow) -> Team:
         tpm=row.tpm,
         max_parallel=row.max_parallel,
         created_at=row.created_at,
+        budget_usd=row.budget_usd,
+        budget_period=row.budget_period,
     )

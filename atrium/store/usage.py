@@ -112,6 +112,16 @@ class UsageRepository:
             ]
         return sorted(lines, key=lambda line: (-line.spend_usd, -line.requests, line.group))
 
+    async def spend_since(self, subject: str, first_day: date | None) -> float:
+        """USD spent by ``key:<id>`` or ``team:<id>`` from ``first_day`` (None: ever)."""
+        kind, _, ident = subject.partition(":")
+        column = UsageRow.key_id if kind == "key" else UsageRow.team_id
+        query = select(func.coalesce(func.sum(UsageRow.spend_usd), 0.0)).where(column == ident)
+        if first_day is not None:
+            query = query.where(UsageRow.day >= first_day)
+        async with self._db.session() as session:
+            return float(await session.scalar(query) or 0.0)
+
 
 def _grouped(group_by: GroupBy) -> Select[Any, Any, Any, Any, Any, Any, Any]:
     totals = (

@@ -260,3 +260,25 @@ async def test_answers_carry_overhead_and_each_request_logs_one_json_line(
     assert "gen_ai_server_request_duration_seconds_bucket" in metrics
     assert 'gen_ai_client_token_usage_count{gen_ai_operation_name="embeddings"' in metrics
     assert "atrium_overhead_seconds_bucket" in metrics
+
+
+async def test_a_spent_budget_refuses_further_requests(running: Running) -> None:
+    created = await running.client.post(
+        "/v1/admin/keys", json={"name": "capped", "budget_usd": 0.00001, "budget_period": "day"}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["budget_usd"] == 0.00001
+    user = {"authorization": f"Bearer {created.json()['key']}"}
+    body = {"model": "default", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    first = await running.client.post("/v1/chat/completions", headers=user, json=body)
+    assert first.status_code == 200  # 1 USD per million tokens: this crosses the budget
+    await asyncio.sleep(0.05)  # the cost is charged off the hot path
+    second = await running.client.post("/v1/chat/completions", headers=user, json=body)
+    assert second.status_code == 429
+    error = second.json()["error"]
+    assert (error["type"], error["code"]) == ("insufficient_quota", "budget_exceeded")
+    assert "key 'capped' has spent" in error["message"]
+    bad = await running.client.post(
+        "/v1/admin/keys", json={"name": "x", "budget_usd": 5, "budget_period": "week"}
+    )
+    assert bad.status_code == 400
