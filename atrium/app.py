@@ -15,6 +15,7 @@ from atrium import __version__
 from atrium.api.errors import install_error_handlers
 from atrium.api.health import health_router
 from atrium.api.keys import keys_router, teams_router
+from atrium.api.routes import routes_router
 from atrium.api.usage import usage_router
 from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
 from atrium.core.errors import InvalidRequestError
@@ -30,6 +31,7 @@ from atrium.gateway.middleware import (
     UnhandledErrorMiddleware,
 )
 from atrium.gateway.redis_limits import RedisRateLimiter
+from atrium.gateway.route_admin import RouteAdmin
 from atrium.gateway.routes import inference_router, models_router
 from atrium.gateway.service import InferenceService
 from atrium.gateway.usage import UsageRecorder
@@ -38,6 +40,7 @@ from atrium.runtime.backends import default_factories
 from atrium.runtime.catalog import BackendFactory, ModelCatalog
 from atrium.store import Database
 from atrium.store.keys import ApiKeyRepository, Scope
+from atrium.store.routes import RouteRepository
 from atrium.store.teams import TeamRepository
 from atrium.store.usage import UsageRepository
 
@@ -70,6 +73,8 @@ class Platform:
     inference: InferenceService
     usage: UsageRepository
     usage_recorder: UsageRecorder
+    routes: RouteRepository
+    route_admin: RouteAdmin
     redis: aioredis.Redis | None = None
     cache: ResponseCache | None = None
     announce_key: KeyAnnouncer = _announce_to_stderr
@@ -80,6 +85,7 @@ class Platform:
         await self._bootstrap_key()
         await self.bus.start()
         await self.usage_recorder.start()
+        await self.route_admin.start()
         await self.publisher.start()
         await self.catalog.start()
         log.info("atrium %s ready: %s", __version__, ", ".join(self.catalog.names()))
@@ -92,6 +98,7 @@ class Platform:
                 stack.push_async_callback(self.redis.aclose)
             stack.push_async_callback(self.bus.close)
             stack.push_async_callback(self.usage_recorder.close)
+            stack.push_async_callback(self.route_admin.close)
             stack.push_async_callback(self.publisher.close)
             stack.push_async_callback(self.inference.drain)
             if self.cache is not None:
@@ -142,6 +149,7 @@ def build_platform(
         bus = InProcessEventBus()
     publisher = EventPublisher(bus, max_queue_size=settings.bus.publish_queue)
     usage = UsageRepository(db)
+    routes = RouteRepository(db)
     cache = build_response_cache(settings.cache, redis_client)
     metrics = GatewayMetrics()
     catalog = ModelCatalog.from_settings(
@@ -179,6 +187,8 @@ def build_platform(
         teams=TeamRepository(db),
         usage=usage,
         usage_recorder=UsageRecorder(bus, usage),
+        routes=routes,
+        route_admin=RouteAdmin(catalog, routes, bus),
         bus=bus,
         publisher=publisher,
         catalog=catalog,
@@ -229,6 +239,7 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(keys_router(platform.keys, platform.teams, platform.auth))
     app.include_router(teams_router(platform.teams, platform.auth))
     app.include_router(usage_router(platform.usage, platform.auth))
+    app.include_router(routes_router(platform.route_admin, platform.routes, platform.auth))
     app.include_router(
         health_router(
             platform.db,

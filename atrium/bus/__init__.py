@@ -6,7 +6,7 @@ through ``EventPublisher`` so they never wait on the bus.
 """
 
 from atrium.bus.base import Event, EventBus, EventPublisher, Subscription
-from atrium.bus.events import EVENT_TYPES, RequestCompleted
+from atrium.bus.events import EVENT_TYPES, RequestCompleted, RouteChanged
 from atrium.bus.inprocess import InProcessEventBus
 from atrium.bus.redis_streams import RedisStreamsEventBus
 
@@ -18,5 +18,6 @@ __all__ = [
     "InProcessEventBus",
     "RedisStreamsEventBus",
     "RequestCompleted",
+    "RouteChanged",
     "Subscription",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from atrium.bus.base import Event, event_type_name
 
@@ -30,6 +31,15 @@ class RequestCompleted(Event):
     cost_usd: float = 0.0  # from the price table in settings; 0 for unpriced models
 
 
+class RouteChanged(Event):
+    """A route was set or removed through the admin API; every replica applies it."""
+
+    type = "route.changed"
+
+    name: str
+    spec: dict[str, Any] | None  # None: the route was removed
+
+
 def _registry(*event_types: type[Event]) -> Mapping[str, type[Event]]:
     registry: dict[str, type[Event]] = {}
     for event_type in event_types:
@@ -41,5 +51,5 @@ def _registry(*event_types: type[Event]) -> Mapping[str, type[Event]]:
     return MappingProxyType(registry)
 
 
-EVENT_TYPES: Mapping[str, type[Event]] = _registry(RequestCompleted)
+EVENT_TYPES: Mapping[str, type[Event]] = _registry(RequestCompleted, RouteChanged)
 """Every event class by its ``type``; add new classes to the call above."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from atrium.core.errors import ModelNotFoundError
+from atrium.core.errors import InvalidRequestError, ModelNotFoundError
 from atrium.core.settings import ModelSpec, RouteSpec
 from atrium.runtime.base import Capability, Health, ModelBackend
 from atrium.runtime.routing import Route, RoutingObserver, Target
@@ -28,7 +28,10 @@ class CatalogEntry:
 class ModelCatalog:
     """Resolves a requested model name (or alias) to its backend."""
 
-    def __init__(self, entries: list[CatalogEntry]) -> None:
+    def __init__(
+        self, entries: list[CatalogEntry], *, observer: RoutingObserver | None = None
+    ) -> None:
+        self._observer = observer
         self._entries: dict[str, CatalogEntry] = {}
         self._by_public: dict[str, CatalogEntry] = {}
         self._routes: set[str] = set()
@@ -49,17 +52,49 @@ class ModelCatalog:
             CatalogEntry(name, tuple(spec.aliases), factories[spec.backend](name, spec), now)
             for name, spec in models.items()
         ]
-        catalog = cls(entries)
+        catalog = cls(entries, observer=observer)
         for name, spec in (routes or {}).items():
-            route = Route(
-                name,
-                spec,
-                [catalog._target(t.model, t.weight) for t in spec.targets],
-                [catalog._target(f) for f in spec.fallbacks],
-                observer=observer,
-            )
-            catalog._add(CatalogEntry(name, tuple(spec.aliases), route, now), routed=True)
+            catalog.set_route(name, spec)
         return catalog
+
+    def set_route(self, name: str, spec: RouteSpec) -> None:
+        """Add or replace a route, live; 400 naming the field when the spec cannot work."""
+        self._check_route(name, spec)
+        route = Route(
+            name,
+            spec,
+            [self._target(t.model, t.weight) for t in spec.targets],
+            [self._target(f) for f in spec.fallbacks],
+            observer=self._observer,
+        )
+        self.remove_route(name)
+        self._add(CatalogEntry(name, tuple(spec.aliases), route, int(time.time())), routed=True)
+
+    def remove_route(self, name: str) -> bool:
+        """Drop a route (models stay); False when there was none."""
+        if name not in self._routes:
+            return False
+        entry = self._entries.pop(name)
+        self._routes.discard(name)
+        for public in (entry.name, *entry.aliases):
+            self._by_public.pop(public, None)
+        return True
+
+    def _check_route(self, name: str, spec: RouteSpec) -> None:
+        for field, public in (("name", name), *(("aliases", a) for a in spec.aliases)):
+            owner = self._by_public.get(public)
+            if owner is not None and owner.name != name:
+                msg = f"{public!r} is already the name of {owner.name!r}"
+                raise InvalidRequestError(msg, param=field)
+            if public in self._entries and public not in self._routes:
+                raise InvalidRequestError(f"{public!r} is a model, not a route", param=field)
+        named = [("targets", t.model) for t in spec.targets]
+        named += [("fallbacks", f) for f in spec.fallbacks]
+        for field, model in named:
+            entry = self._by_public.get(model)
+            if entry is None or entry.name in self._routes:
+                msg = f"{model!r} is not a configured model (routes point at models)"
+                raise InvalidRequestError(msg, param=field)
 
     def _target(self, public: str, weight: float = 1.0) -> Target:
         entry = self.resolve(public)

@@ -106,3 +106,13 @@ class UsageRow(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     spend_usd: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+
+
+class RouteRow(Base):
+    """A route set through the admin API (it overrides the settings' route of that name)."""
+
+    __tablename__ = "routes"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from atrium.app import Platform, build_app, build_platform
-from atrium.core.settings import Settings
+from atrium.core.settings import BusSettings, Settings, StoreSettings
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +231,106 @@ async def test_a_dead_replica_is_cooled_down_and_the_live_one_serves(
     assert "atrium_replica_cooldowns_total" in metrics
     ready = (await client.get("/readyz")).json()
     assert ready["models"]["pair"]["detail"] == "1/2 replicas available"
+
+
+@pytest_asyncio.fixture
+async def replicas(
+    tmp_path: Path, upstreams: dict[str, Upstream], empty_postgres_url: str
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Two gateway replicas sharing PostgreSQL and a Redis event bus."""
+    prefix = f"atrium-test-routes-{secrets.token_hex(4)}:"
+    platforms, clients = [], []
+    for i in range(2):
+        settings = _settings(tmp_path / f"r{i}", upstreams).model_copy(
+            update={
+                "store": StoreSettings(url=empty_postgres_url),
+                "bus": BusSettings(backend="redis", stream_prefix=prefix),
+            }
+        )
+        platform = build_platform(settings, announce_key=lambda _: None)
+        app = build_app(settings, platform)
+        await platform.start()
+        platforms.append(platform)
+        clients.append(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app),
+                base_url="http://atrium",
+                headers={"authorization": f"Bearer {KEY}"},
+            )
+        )
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            await client.aclose()
+        for platform in platforms:
+            await platform.close()
+        cleanup = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+        keys = [k async for k in cleanup.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await cleanup.delete(*keys)
+        await cleanup.aclose()
+
+
+async def _served(client: httpx.AsyncClient, model: str) -> int | str:
+    answer = await client.post("/v1/chat/completions", json=_chat(model))
+    if answer.status_code != 200:
+        return answer.status_code
+    content: str = answer.json()["choices"][0]["message"]["content"]
+    return content
+
+
+async def test_a_route_set_on_one_replica_is_served_by_the_other(
+    replicas: list[httpx.AsyncClient],
+) -> None:
+    first, second = replicas
+    spec = {"targets": [{"model": "model-b"}], "aliases": ["live-alias"]}
+    put = await first.put("/v1/admin/routes/live", json=spec)
+    assert put.status_code == 200, put.text
+    assert await _served(first, "live") == "b"
+    async with asyncio.timeout(10):
+        while await _served(second, "live-alias") != "b":  # noqa: ASYNC110 - another replica
+            await asyncio.sleep(0.05)
+    moved = {"targets": [{"model": "model-a"}]}
+    assert (await second.put("/v1/admin/routes/live", json=moved)).status_code == 200
+    async with asyncio.timeout(10):
+        while await _served(first, "live") != "a":  # noqa: ASYNC110 - another replica
+            await asyncio.sleep(0.05)
+    assert await _served(first, "live-alias") == 404  # the new spec has no alias
+    listed = (await first.get("/v1/admin/routes")).json()["data"]
+    assert [r["name"] for r in listed] == ["live"]
+    assert (await first.delete("/v1/admin/routes/live")).status_code == 200
+    async with asyncio.timeout(10):
+        while await _served(second, "live") != 404:  # noqa: ASYNC110 - another replica
+            await asyncio.sleep(0.05)
+    assert (await first.delete("/v1/admin/routes/live")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("spec", "param"),
+    [
+        ({"targets": []}, "targets"),
+        ({"targets": [{"model": "nope"}]}, "targets"),
+        ({"targets": [{"model": "model-a", "weight": -1}]}, "targets.0.weight"),
+        ({"targets": [{"model": "model-a"}], "fallbacks": ["ghost"]}, "fallbacks"),
+        ({"targets": [{"model": "model-a"}], "retries": 99}, "retries"),
+        ({"targets": [{"model": "model-a"}], "colour": "red"}, "colour"),
+    ],
+)
+async def test_bad_route_configuration_is_refused_naming_the_field(
+    gateway: tuple[httpx.AsyncClient, Platform], spec: dict[str, object], param: str
+) -> None:
+    client, _ = gateway
+    answer = await client.put("/v1/admin/routes/bad", json=spec)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == param
+    assert (await client.get("/v1/admin/routes")).json()["data"] == []
+
+
+async def test_a_route_cannot_take_a_models_name(
+    gateway: tuple[httpx.AsyncClient, Platform],
+) -> None:
+    client, _ = gateway
+    answer = await client.put("/v1/admin/routes/model-a", json={"targets": [{"model": "spare"}]})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "name"
