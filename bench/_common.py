@@ -10,6 +10,7 @@ own PID, on success, on error, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import http.client
@@ -90,6 +91,29 @@ def log_tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+_VARYING = re.compile(r"\b[0-9a-f]{8,}\b|\d+")
+
+
+def log_summary(path: Path, top: int = 3) -> JSONDict:
+    """How many lines a log has and its most frequent lines (numbers and ids masked as #).
+
+    A gateway that logs a line per request, or a warning per request, shows here.
+    """
+    counts: collections.Counter[str] = collections.Counter()
+    lines = 0
+    if path.is_file():
+        with path.open(errors="replace") as log:
+            for line in log:
+                lines += 1
+                if text := _VARYING.sub("#", line.strip())[:240]:
+                    counts[text] += 1
+    return {
+        "path": str(path),
+        "lines": lines,
+        "most_common": [{"count": n, "line": text} for text, n in counts.most_common(top)],
+    }
+
+
 @dataclass
 class ManagedProcess:
     """A child process in its own session, logging to a file, stopped by its PID."""
@@ -136,17 +160,38 @@ class ManagedProcess:
         )
 
     def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL its process group."""
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL its process group.
+
+        Children that outlive the leader (a launcher such as ``npx`` that forwards the
+        signal to the server it started) get SIGTERM too, then SIGKILL after ``grace``.
+        """
         proc = self.process
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        if _signal_group(proc.pid, signal.SIGTERM):
+            deadline = time.monotonic() + grace
+            while _signal_group(proc.pid, 0) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            _signal_group(proc.pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Signal the process group ``pgid`` (ours: a child started in its own session).
+
+    False when no process is left in it.
+    """
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -162,6 +207,29 @@ def managed(process: ManagedProcess) -> Iterator[ManagedProcess]:
 def rss_mib(pid: int) -> float | None:
     """Resident memory of a process in MiB (Linux), or None."""
     return _proc_status_kib(pid, "VmRSS", scale=1 / 1024)
+
+
+def tree_rss(pid: int) -> JSONDict:
+    """Resident memory of ``pid`` and every process below it, in MiB (Linux).
+
+    ``total_mib`` is their sum (shared pages counted once per process, as ``ps`` does);
+    ``processes`` lists each, largest first, with its command name.
+    """
+    found: list[tuple[float, int, str]] = []
+    for member in sorted(_descendants(pid)):
+        rss = rss_mib(member)
+        if rss is None:
+            continue
+        try:
+            name = Path(f"/proc/{member}/comm").read_text().strip()
+        except OSError:
+            name = "?"
+        found.append((rss, member, name))
+    found.sort(reverse=True)
+    return {
+        "total_mib": round(sum(rss for rss, _, _ in found), 1) if found else None,
+        "processes": [{"pid": p, "name": n, "rss_mib": rss} for rss, p, n in found],
+    }
 
 
 def thread_count(pid: int) -> int | None:
@@ -201,6 +269,11 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User plus system CPU seconds of ``root`` and its live descendants (their threads)."""
+    return sum(process_cpu_seconds(pid) or 0.0 for pid in _descendants(root))
+
+
 def _descendants(root: int) -> set[int]:
     """``root`` and every live process below it."""
     children: dict[int, list[int]] = {}
@@ -225,7 +298,7 @@ def _system_ticks() -> tuple[int, int]:
 
 def _our_ticks() -> float:
     """CPU ticks used by this process, its live descendants and its reaped children."""
-    live = sum(process_cpu_seconds(pid) or 0.0 for pid in _descendants(os.getpid()))
+    live = tree_cpu_seconds(os.getpid())
     reaped = os.times()
     return (live + reaped.children_user + reaped.children_system) * CLOCK_TICKS
 
@@ -334,17 +407,22 @@ class AtriumServer:
     ready_timeout: float = 120.0
     # A tree holding an ``atrium`` package to run instead of the installed one.
     source: Path | None = None
+    # SQLAlchemy URL of the store; None: SQLite in the run folder (one process only).
+    store_url: str | None = None
     process: ManagedProcess | None = None
 
     @property
     def config(self) -> JSONDict:
         """The settings written to the YAML file (the key travels in the environment)."""
-        return {
+        config: JSONDict = {
             "data_dir": str(self.run_dir / "data"),
             "server": {"host": LOOPBACK, "port": self.port},
             "limits": self.limits,
             "models": self.models,
         }
+        if self.store_url is not None:
+            config["store"] = {"url": self.store_url}
+        return config
 
     @property
     def config_path(self) -> Path:
@@ -429,11 +507,17 @@ def summary(values: Sequence[float], digits: int = 4) -> JSONDict:
 
 def _run_text(argv: list[str]) -> str | None:
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = (done.stdout + done.stderr).strip()
     return text or None
+
+
+def command_version(argv: list[str]) -> str | None:
+    """The first line a ``--version`` style command prints, or None."""
+    text = _run_text(argv)
+    return text.splitlines()[0] if text else None
 
 
 def cpu_model() -> str:
