@@ -124,6 +124,8 @@ def _configure_logging(settings: Settings) -> None:
     """Atrium's own log lines on stderr; request lines as bare JSON on stdout."""
     level = settings.server.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every upstream call at INFO: one line per request on the hot path.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     requests_log = logging.getLogger("atrium.requests")
     requests_log.propagate = False
     if settings.server.request_log:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any, Literal
 
@@ -18,13 +19,14 @@ GroupBy = Literal["key", "team", "model", "day"]
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """One finished request, as the usage table counts it."""
+    """Requests to add to one day's row of a key and model."""
 
     day: date
     key_id: str
     team_id: str | None
     model: str
-    ok: bool
+    requests: int
+    errors: int
     prompt_tokens: int
     completion_tokens: int
     spend_usd: float
@@ -63,20 +65,11 @@ class UsageRepository:
         self._db = db
         self._insert = sqlite_insert if db.is_sqlite else postgresql_insert
 
-    async def record(self, usage: UsageRecord) -> None:
-        """Add one request to its day's row, atomically (an upsert, safe across replicas)."""
-        values = {
-            "day": usage.day,
-            "key_id": usage.key_id,
-            "model": usage.model,
-            "team_id": usage.team_id,
-            "requests": 1,
-            "errors": 0 if usage.ok else 1,
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "spend_usd": usage.spend_usd,
-        }
-        statement = self._insert(UsageRow).values(**values)
+    async def add(self, records: Sequence[UsageRecord]) -> None:
+        """Add to the daily rows in one transaction (upserts: safe across replicas)."""
+        if not records:
+            return
+        statement = self._insert(UsageRow)
         added = statement.excluded
         statement = statement.on_conflict_do_update(
             index_elements=["day", "key_id", "model"],
@@ -92,7 +85,7 @@ class UsageRepository:
             },
         )
         async with self._db.session() as session:
-            await session.execute(statement)
+            await session.execute(statement, [asdict(r) for r in records])
             await session.commit()
 
     async def report(
