@@ -9,7 +9,6 @@ from atrium.gateway.auth import KeyAuthenticator
 from atrium.observability.metrics import CONTENT_TYPE, GatewayMetrics
 from atrium.runtime.catalog import ModelCatalog
 from atrium.store import Database
-from atrium.store.keys import Scope
 
 
 def health_router(
@@ -42,8 +41,7 @@ def health_router(
     @router.get("/metrics")
     async def prometheus(request: Request) -> Response:
         if not public_metrics:
-            principal = await auth.authenticate(request.headers.get("authorization"))
-            principal.require(Scope.ADMIN)
+            await auth.require_admin(request.headers.get("authorization"))
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return router

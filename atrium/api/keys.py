@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Literal
 
@@ -56,18 +55,12 @@ async def _team(teams: TeamRepository, id_or_name: str | None) -> Team | None:
     return team
 
 
-def _admin(auth: KeyAuthenticator) -> Callable[[Request], Awaitable[None]]:
-    async def admin(request: Request) -> None:
-        principal = await auth.authenticate(request.headers.get("authorization"))
-        principal.require(Scope.ADMIN)
-
-    return admin
-
-
 def teams_router(teams: TeamRepository, auth: KeyAuthenticator) -> APIRouter:
     """``/v1/admin/teams``; every route needs a key with the ``admin`` scope."""
     router = APIRouter(prefix="/v1/admin/teams", tags=["admin"])
-    admin = _admin(auth)
+
+    async def admin(request: Request) -> None:
+        await auth.require_admin(request.headers.get("authorization"))
 
     @router.post("")
     async def create_team(request: Request) -> Response:
@@ -93,7 +86,9 @@ def teams_router(teams: TeamRepository, auth: KeyAuthenticator) -> APIRouter:
 def keys_router(keys: ApiKeyRepository, teams: TeamRepository, auth: KeyAuthenticator) -> APIRouter:
     """``/v1/admin/keys``; every route needs a key with the ``admin`` scope."""
     router = APIRouter(prefix="/v1/admin/keys", tags=["admin"])
-    admin = _admin(auth)
+
+    async def admin(request: Request) -> None:
+        await auth.require_admin(request.headers.get("authorization"))
 
     @router.post("")
     async def create_key(request: Request) -> Response:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from fastapi import APIRouter, Request, Response
 
-from atrium.core.errors import InvalidRequestError
-from atrium.core.http import json_response
+from atrium.core.http import json_response, parse_json_object
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.gateway.route_admin import RouteAdmin
-from atrium.store.keys import Scope
 from atrium.store.routes import RouteRepository
 
 
@@ -20,8 +15,7 @@ def routes_router(admin: RouteAdmin, stored: RouteRepository, auth: KeyAuthentic
     router = APIRouter(prefix="/v1/admin/routes", tags=["admin"])
 
     async def require_admin(request: Request) -> None:
-        principal = await auth.authenticate(request.headers.get("authorization"))
-        principal.require(Scope.ADMIN)
+        await auth.require_admin(request.headers.get("authorization"))
 
     @router.get("")
     async def list_routes(request: Request) -> Response:
@@ -33,7 +27,7 @@ def routes_router(admin: RouteAdmin, stored: RouteRepository, auth: KeyAuthentic
     @router.put("/{name}")
     async def put_route(name: str, request: Request) -> Response:
         await require_admin(request)
-        spec = await admin.put(name, _json_object(await request.body()))
+        spec = await admin.put(name, parse_json_object(await request.body()))
         return json_response({"name": name, **spec.model_dump(mode="json")})
 
     @router.delete("/{name}")
@@ -43,13 +37,3 @@ def routes_router(admin: RouteAdmin, stored: RouteRepository, auth: KeyAuthentic
         return json_response({"name": name, "deleted": True})
 
     return router
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidRequestError("the body is not valid JSON", code="invalid_json") from None
-    if not isinstance(parsed, dict):
-        raise InvalidRequestError("the body must be a JSON object")
-    return parsed

@@ -6,12 +6,10 @@ from datetime import date
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from atrium.core.errors import InvalidRequestError
-from atrium.core.http import json_response
+from atrium.core.http import json_response, parse_data
 from atrium.gateway.auth import KeyAuthenticator
-from atrium.store.keys import Scope
 from atrium.store.usage import UsageRepository
 
 
@@ -31,14 +29,8 @@ def usage_router(usage: UsageRepository, auth: KeyAuthenticator) -> APIRouter:
 
     @router.get("")
     async def report(request: Request) -> Response:
-        principal = await auth.authenticate(request.headers.get("authorization"))
-        principal.require(Scope.ADMIN)
-        try:
-            query = UsageQuery.model_validate(dict(request.query_params))
-        except ValidationError as exc:
-            error = exc.errors(include_url=False)[0]
-            param = ".".join(str(p) for p in error["loc"]) or None
-            raise InvalidRequestError(f"{error['msg']} (at '{param}')", param=param) from None
+        await auth.require_admin(request.headers.get("authorization"))
+        query = parse_data(UsageQuery, dict(request.query_params))
         lines = await usage.report(query.group_by, start=query.start, end=query.end)
         body = {
             "object": "list",

@@ -26,6 +26,26 @@ def parse_body(schema: type[R], body: bytes) -> R:
         raise _invalid(exc) from None
 
 
+def parse_data(schema: type[R], data: dict[str, Any]) -> R:
+    """Validate already-decoded data (query parameters, stored JSON) with the same 400s."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object body, or a 400 in OpenAI's shape."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        msg = "We could not parse the JSON body of your request: it is not valid JSON."
+        raise InvalidRequestError(msg, code="invalid_json") from None
+    if not isinstance(parsed, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return parsed
+
+
 def _invalid(exc: ValidationError) -> InvalidRequestError:
     error = exc.errors(include_url=False)[0]
     if error["type"] == "json_invalid":

@@ -57,6 +57,12 @@ class KeyAuthenticator:
             raise AuthenticationError(msg, code="expired_api_key")
         return Principal(key)
 
+    async def require_admin(self, authorization: str | None) -> Principal:
+        """The caller's principal if its key has the ``admin`` scope; 401 or 403 otherwise."""
+        principal = await self.authenticate(authorization)
+        principal.require(Scope.ADMIN)
+        return principal
+
     def forget(self, key_id: str) -> None:
         """Drop a key from the cache (after a revoke or an update)."""
         for digest in [d for d, (k, _) in self._cache.items() if k.id == key_id]:

@@ -8,10 +8,9 @@ import socket
 import uuid
 from typing import Any
 
-from pydantic import ValidationError
-
 from atrium.bus import EventBus, RouteChanged, Subscription
 from atrium.core.errors import InvalidRequestError, NotFoundError
+from atrium.core.http import parse_data
 from atrium.core.settings import RouteSpec
 from atrium.runtime.catalog import ModelCatalog
 from atrium.store.routes import RouteRepository
@@ -80,9 +79,4 @@ class RouteAdmin:
 
 def parse_route(body: dict[str, Any]) -> RouteSpec:
     """A route spec, or a 400 naming the bad field."""
-    try:
-        return RouteSpec.model_validate(body)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        param = ".".join(str(p) for p in error["loc"]) or None
-        raise InvalidRequestError(f"{error['msg']} (at '{param}')", param=param) from None
+    return parse_data(RouteSpec, body)

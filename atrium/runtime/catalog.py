@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from atrium.core.errors import InvalidRequestError, ModelNotFoundError
 from atrium.core.settings import ModelSpec, RouteSpec
-from atrium.runtime.base import Capability, Health, ModelBackend
+from atrium.runtime.base import Health, ModelBackend
 from atrium.runtime.routing import Route, RoutingObserver, Target
 
 BackendFactory = Callable[[str, ModelSpec], ModelBackend]
@@ -122,10 +122,6 @@ class ModelCatalog:
     def entries(self) -> list[CatalogEntry]:
         """Every served model."""
         return list(self._entries.values())
-
-    def supports(self, public: str, capability: Capability) -> bool:
-        """Whether a (known) model serves a capability."""
-        return capability in self.resolve(public).backend.capabilities
 
     def _deployments(self) -> list[CatalogEntry]:
         """Entries that own resources (routes only point at them)."""
