@@ -144,14 +144,10 @@ async def resolve_and_vet(host: str, port: int, policy: NetworkPolicy) -> list[s
 
     Every address must pass, not just the first: a name with one public and one private
     address would otherwise reach the private one on a retry or a second connection.
-    A name that does not resolve raises :class:`httpcore.ConnectError`, which httpx
-    reports as its own ``ConnectError``.
+    A name that does not resolve raises :class:`socket.gaierror` (an ``OSError``).
     """
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        msg = f"cannot resolve {host}: {exc.strerror}"
-        raise httpcore.ConnectError(msg) from None
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if policy.host_is_allowed(host):
         return addresses
@@ -183,6 +179,9 @@ class _VettingBackend(httpcore.AsyncNetworkBackend):
         except TimeoutError:
             msg = f"resolving {host} timed out"
             raise httpcore.ConnectTimeout(msg) from None
+        except socket.gaierror as exc:
+            msg = f"cannot resolve {host}: {exc.strerror}"
+            raise httpcore.ConnectError(msg) from None
         failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
         for address in addresses:
             try:

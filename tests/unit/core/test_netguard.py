@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from ipaddress import ip_address
 
@@ -223,3 +224,8 @@ async def test_resolve_and_vet_returns_the_addresses_it_checked() -> None:
     assert "127.0.0.1" in addresses
     with pytest.raises(BlockedDestinationError, match="localhost"):
         await resolve_and_vet("localhost", 80, NetworkPolicy(allowed_networks=("::1/128",)))
+
+
+async def test_resolve_and_vet_lets_resolution_errors_through() -> None:
+    with pytest.raises(socket.gaierror):
+        await resolve_and_vet("no-such-host.invalid", 80, DEFAULT)
