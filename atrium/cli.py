@@ -212,6 +212,9 @@ def keys_create(
     team: Annotated[str | None, typer.Option(help="The owning team (name or id).")] = None,
     budget: Annotated[float | None, typer.Option(min=0.0, help="USD budget per period.")] = None,
     period: Annotated[BudgetPeriod | None, typer.Option(help="The budget's period.")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option(help="Knowledge-base access groups (repeatable).")
+    ] = None,
     expires: Annotated[
         datetime | None, typer.Option(help="Expiry (ISO 8601, UTC if no offset).")
     ] = None,
@@ -236,6 +239,7 @@ def keys_create(
             expires_at=expires_at,
             budget_usd=budget,
             budget_period=period.value if period else None,
+            access_groups=group or (),
         )
         return new.secret
 

@@ -31,6 +31,11 @@ class KeyCreate(BaseModel):
     budget_period: Literal["day", "month", "total"] | None = None
     team: str | None = Field(None, min_length=1, description="The owning team's id or name.")
     expires_at: datetime | None = None
+    access_groups: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Groups whose knowledge-base documents the key may read.",
+    )
 
 
 class TeamCreate(BaseModel):

@@ -398,6 +398,48 @@ def _default_models() -> dict[str, ModelSpec]:
     }
 
 
+class RagSettings(BaseModel):
+    """The RAG engine: where chunks are indexed, what may be ingested."""
+
+    index: Literal["lance", "pgvector"] = Field(
+        "lance",
+        description=(
+            "lance: an embedded on-disk index in <data_dir>/index (LanceDB: ANN + BM25); "
+            "pgvector: PostgreSQL with pgvector (HNSW) and full-text search at pgvector_url."
+        ),
+    )
+    pgvector_url: str | None = Field(
+        None, description="SQLAlchemy URL of the PostgreSQL with pgvector (index=pgvector)."
+    )
+    ann_threshold: int = Field(
+        20_000, ge=0, description="Rows in a knowledge base before its ANN index is built."
+    )
+    max_upload_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="Largest document accepted, uploaded or synced."
+    )
+    folder_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server folders that folder and file:// sources may read (plus data_dir).",
+    )
+    allow_private_networks: bool = Field(
+        False,
+        description=(
+            "Let HTTP sources and rerankers reach private, loopback and link-local "
+            "addresses (off: guarded against SSRF)."
+        ),
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (or IPs / CIDRs) HTTP sources may reach even when private.",
+    )
+    feedback_threshold: float = Field(
+        0.7,
+        gt=0,
+        le=1,
+        description="Similarity from which a past query's feedback applies to a new one.",
+    )
+
+
 class Settings(BaseSettings):
     """The root of Atrium's settings."""
 
@@ -427,6 +469,14 @@ class Settings(BaseSettings):
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
         description="Model (canonical name) -> USD per million tokens, for spend reporting.",
+    )
+    rag: RagSettings = Field(default_factory=RagSettings)
+    secret_key: SecretStr | None = Field(
+        None,
+        description=(
+            "Fernet key (urlsafe base64, 32 bytes) encrypting stored secrets. Unset: a key "
+            "file is created in data_dir on first start (mode 0600)."
+        ),
     )
 
     @model_validator(mode="after")

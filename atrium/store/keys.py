@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import re
 import secrets
 import uuid
 from collections.abc import Callable, Iterable
@@ -51,6 +52,7 @@ class ApiKey:
     team: Team | None = None
     budget_usd: float | None = None
     budget_period: str | None = None
+    access_groups: frozenset[str] = frozenset()
 
     def is_active(self, now: datetime) -> bool:
         """Whether the key may be used at ``now`` (timezone-aware): not revoked, not expired."""
@@ -76,6 +78,7 @@ class ApiKey:
             "max_parallel": self.max_parallel,
             "budget_usd": self.budget_usd,
             "budget_period": self.budget_period,
+            "access_groups": sorted(self.access_groups),
             "team": None if self.team is None else {"id": self.team.id, "name": self.team.name},
             "expires_at": _isoformat(self.expires_at),
             "revoked_at": _isoformat(self.revoked_at),
@@ -141,6 +144,7 @@ class ApiKeyRepository:
         team: Team | None = None,
         budget_usd: float | None = None,
         budget_period: str | None = None,
+        access_groups: Iterable[str] = (),
     ) -> NewKey:
         """Create a key; with ``secret``, import that known key instead of generating one.
 
@@ -156,6 +160,7 @@ class ApiKeyRepository:
         _check_limit("tpm", tpm)
         _check_limit("max_parallel", max_parallel)
         check_budget(budget_usd, budget_period)
+        groups = _check_groups(access_groups)
         expires_at = _check_expiry(expires_at, now)
         if secret is not None and len(secret) < MIN_SECRET_LENGTH:
             msg = f"an imported key must be at least {MIN_SECRET_LENGTH} characters"
@@ -174,6 +179,7 @@ class ApiKeyRepository:
             max_parallel=max_parallel,
             budget_usd=budget_usd,
             budget_period=budget_period,
+            access_groups=sorted(groups) or None,
             team_id=None if team is None else team.id,
             expires_at=expires_at,
             revoked_at=None,
@@ -267,6 +273,7 @@ def _to_record(row: ApiKeyRow, team: Team | None = None) -> ApiKey:
         team=team,
         budget_usd=row.budget_usd,
         budget_period=row.budget_period,
+        access_groups=frozenset(row.access_groups or ()),
     )
 
 
@@ -320,3 +327,16 @@ def _check_expiry(expires_at: datetime | None, now: datetime) -> datetime | None
     if expires_at <= now:
         raise InvalidRequestError("expires_at must be in the future", param="expires_at")
     return expires_at.astimezone(UTC)
+
+
+_GROUP = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
+
+
+def _check_groups(groups: Iterable[str]) -> frozenset[str]:
+    """Access groups for knowledge-base documents; each a short identifier."""
+    checked = frozenset(groups)
+    for group in checked:
+        if not isinstance(group, str) or not _GROUP.match(group):
+            msg = f"access group {group!r} must match {_GROUP.pattern}"
+            raise InvalidRequestError(msg, param="access_groups")
+    return checked

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from sqlalchemy import JSON, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -69,6 +81,8 @@ class ApiKeyRow(Base):
     max_parallel: Mapped[int | None] = mapped_column(Integer, nullable=True)
     budget_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
     budget_period: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    # Groups whose knowledge-base chunks the key may read; None: none but ungrouped ones.
+    access_groups: Mapped[list[str] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
     team_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("teams.id"), nullable=True, index=True
     )
@@ -116,6 +130,85 @@ class RouteRow(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class KnowledgeBaseRow(Base):
+    """A knowledge base: its spec (embedder, chunking, fields, access, rules) as JSON."""
+
+    __tablename__ = "knowledge_bases"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class KbSourceRow(Base):
+    """A source of a knowledge base (upload folder, folder, SQL, HTTP, object store)."""
+
+    __tablename__ = "kb_sources"
+    __table_args__ = (UniqueConstraint("kb_id", "name", name="uq_kb_sources_kb_id_name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kb_id: Mapped[str] = mapped_column(String(40), ForeignKey("knowledge_bases.id"), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class KbDocumentRow(Base):
+    """A document of a source as last synced: its content hash, status and chunk count."""
+
+    __tablename__ = "kb_documents"
+    __table_args__ = (UniqueConstraint("source_id", "key", name="uq_kb_documents_source_id_key"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kb_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    source_id: Mapped[str] = mapped_column(String(40), ForeignKey("kb_sources.id"), nullable=False)
+    key: Mapped[str] = mapped_column(String(1000), nullable=False)
+    content_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    title: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    uri: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    doc_type: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    chunk_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class KbQueryRow(Base):
+    """A question answered from a knowledge base, kept so feedback can refer to it."""
+
+    __tablename__ = "kb_queries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kb_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    query: Mapped[str] = mapped_column(Text, nullable=False)
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retrieved: Mapped[list[dict[str, object]]] = mapped_column(JSON, nullable=False)
+    query_vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class KbFeedbackRow(Base):
+    """Feedback on an answer: a rating and the chunks the reader found (not) useful."""
+
+    __tablename__ = "kb_feedback"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    kb_id: Mapped[str] = mapped_column(String(40), nullable=False, index=True)
+    query_id: Mapped[str] = mapped_column(String(40), ForeignKey("kb_queries.id"), nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    useful: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    not_useful: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
 class SecretRow(Base):
