@@ -32,6 +32,7 @@ import pypdf.errors
 from bs4 import BeautifulSoup
 from bs4.dammit import EncodingDetector
 from bs4.element import NavigableString, PreformattedString, Tag
+from bs4.exceptions import ParserRejectedMarkup
 
 from atrium.rag.types import ParsedDocument, Section
 
@@ -306,6 +307,7 @@ class _SectionBuilder:
         self._sections: list[Section] = []
         self._path: list[tuple[int, str]] = []
         self._blocks: list[str] = []
+        self._headings: list[str] = []
 
     @property
     def heading(self) -> str | None:
@@ -319,6 +321,7 @@ class _SectionBuilder:
         while self._path and self._path[-1][0] >= level:
             self._path.pop()
         self._path.append((level, text))
+        self._headings.append(text)
 
     def text(self, text: str, *, preformatted: bool = False) -> _SectionBuilder:
         block = _normalise_preformatted(text) if preformatted else _normalise(text)
@@ -336,6 +339,8 @@ class _SectionBuilder:
 
     def finish(self) -> list[Section]:
         self._flush()
+        if not self._sections and self._headings:  # an outline with no body: keep it
+            return [Section("\n".join(self._headings))]
         return self._sections
 
     def _flush(self) -> None:
@@ -548,7 +553,10 @@ def _parse_html(text: str, filename: str) -> ParsedDocument:
     if "<" not in text:  # no markup at all: a text file with an .html name
         return _finish(_SectionBuilder().text(text).finish(), "html", None, filename)
     # An XML declaration makes bs4 warn that XML is being parsed as HTML; XHTML is HTML.
-    soup = BeautifulSoup(_XML_DECLARATION.sub("", text, count=1), "lxml")
+    try:
+        soup = BeautifulSoup(_XML_DECLARATION.sub("", text, count=1), "lxml")
+    except ParserRejectedMarkup as exc:
+        raise CorruptDocumentError(filename, f"the HTML cannot be parsed ({exc})") from exc
     title_tag = soup.find("title")
     title = title_tag.get_text(" ") if title_tag else None
     if not (title and title.strip()):

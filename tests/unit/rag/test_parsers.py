@@ -313,6 +313,11 @@ def test_markdown_headings_code_and_tables() -> None:
     ]
 
 
+def test_a_document_of_headings_only_keeps_them_as_text() -> None:
+    doc = parse_document(b"# Roadmap\n\n## Later\n", "todo.md")
+    assert doc.sections == [Section("Roadmap\nLater")]
+
+
 def test_markdown_title_is_the_first_h1_without_front_matter() -> None:
     doc = parse_document(b"Intro text.\n\n# Real Title\n\nBody.\n", "notes.markdown")
     assert doc.title == "Real Title"
