@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ipaddress
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -10,15 +12,20 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from atrium import __version__
 from atrium.api.errors import install_error_handlers
 from atrium.api.health import health_router
 from atrium.api.keys import keys_router, teams_router
+from atrium.api.knowledge import UPLOAD_PATH, knowledge_router
 from atrium.api.routes import routes_router
+from atrium.api.secrets import secrets_router
 from atrium.api.usage import usage_router
 from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
+from atrium.bus.base import cancel_and_wait
 from atrium.core.errors import InvalidRequestError
+from atrium.core.netguard import NetworkPolicy
 from atrium.core.settings import Settings
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.gateway.budgets import InProcessSpendLedger, RedisSpendLedger, SpendLedger
@@ -36,11 +43,17 @@ from atrium.gateway.routes import inference_router, models_router
 from atrium.gateway.service import InferenceService
 from atrium.gateway.usage import UsageRecorder
 from atrium.observability.metrics import GatewayMetrics
+from atrium.rag.embedding import TokenCounter
+from atrium.rag.feedback import FeedbackModel
+from atrium.rag.index import ChunkIndex, LanceChunkIndex, PgVectorChunkIndex
+from atrium.rag.service import KnowledgeService, RagConfig
 from atrium.runtime.backends import default_factories
 from atrium.runtime.catalog import BackendFactory, ModelCatalog
 from atrium.store import Database
 from atrium.store.keys import ApiKeyRepository, Scope
+from atrium.store.knowledge import KnowledgeRepository
 from atrium.store.routes import RouteRepository
+from atrium.store.secrets import SecretStore, load_or_create_key
 from atrium.store.teams import TeamRepository
 from atrium.store.usage import UsageRepository
 
@@ -75,9 +88,13 @@ class Platform:
     usage_recorder: UsageRecorder
     routes: RouteRepository
     route_admin: RouteAdmin
+    secrets: SecretStore
+    index: ChunkIndex
+    knowledge: KnowledgeService
     redis: aioredis.Redis | None = None
     cache: ResponseCache | None = None
     announce_key: KeyAnnouncer = _announce_to_stderr
+    _scheduler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Migrate the store, make sure an admin key exists, start the bus and models."""
@@ -88,6 +105,7 @@ class Platform:
         await self.route_admin.start()
         await self.publisher.start()
         await self.catalog.start()
+        self._scheduler = asyncio.create_task(self.knowledge.run_scheduler())
         log.info("atrium %s ready: %s", __version__, ", ".join(self.catalog.names()))
 
     async def close(self) -> None:
@@ -104,6 +122,9 @@ class Platform:
             if self.cache is not None:
                 stack.push_async_callback(self.cache.close)
             stack.push_async_callback(self.catalog.close)
+            stack.push_async_callback(self.index.close)
+            if self._scheduler is not None:
+                stack.push_async_callback(cancel_and_wait, self._scheduler)
 
     async def _bootstrap_key(self) -> None:
         configured = self.settings.auth.bootstrap_key
@@ -180,8 +201,24 @@ def build_platform(
             for name, m in settings.limits.models.items()
         },
     )
+    secrets = SecretStore(db, _secret_key(settings))
+    index = _index(settings)
+    knowledge_repo = KnowledgeRepository(db)
+    knowledge = KnowledgeService(
+        repo=knowledge_repo,
+        index=index,
+        catalog=catalog,
+        chat=inference,
+        secrets=secrets,
+        feedback=FeedbackModel(knowledge_repo, threshold=settings.rag.feedback_threshold),
+        count_tokens=TokenCounter(),
+        config=_rag_config(settings),
+    )
     return Platform(
         settings=settings,
+        secrets=secrets,
+        index=index,
+        knowledge=knowledge,
         db=db,
         keys=keys,
         teams=TeamRepository(db),
@@ -198,6 +235,47 @@ def build_platform(
         redis=redis_client,
         cache=cache,
         announce_key=announce_key,
+    )
+
+
+def _secret_key(settings: Settings) -> bytes:
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return load_or_create_key(settings.data_dir / "secret.key")
+
+
+def _index(settings: Settings) -> ChunkIndex:
+    rag = settings.rag
+    if rag.index == "pgvector":
+        if not rag.pgvector_url:
+            msg = "rag.pgvector_url is required when rag.index is 'pgvector'"
+            raise InvalidRequestError(msg, param="rag.pgvector_url")
+        engine = create_async_engine(rag.pgvector_url, pool_pre_ping=True)
+        return PgVectorChunkIndex(engine, owns_engine=True)
+    return LanceChunkIndex(settings.data_dir / "index", ann_threshold=rag.ann_threshold)
+
+
+def _rag_config(settings: Settings) -> RagConfig:
+    rag, data_dir = settings.rag, settings.data_dir.resolve()
+    hosts, networks = [], []
+    for entry in rag.allowed_hosts:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            hosts.append(entry)
+    policy = NetworkPolicy(
+        allow_private=rag.allow_private_networks,
+        allowed_hosts=tuple(hosts),
+        allowed_networks=tuple(networks),
+    )
+    protected = (data_dir / "atrium.db", data_dir / "secret.key", data_dir / "index")
+    return RagConfig(
+        data_dir=data_dir,
+        max_document_bytes=rag.max_upload_bytes,
+        folder_roots=tuple(root.resolve() for root in rag.folder_roots),
+        protected_paths=protected,
+        policy=policy,
     )
 
 
@@ -240,6 +318,8 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(teams_router(platform.teams, platform.auth))
     app.include_router(usage_router(platform.usage, platform.auth))
     app.include_router(routes_router(platform.route_admin, platform.routes, platform.auth))
+    app.include_router(knowledge_router(platform.knowledge, platform.auth))
+    app.include_router(secrets_router(platform.secrets, platform.auth))
     app.include_router(
         health_router(
             platform.db,
@@ -250,7 +330,13 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
         )
     )
     # Added innermost first: request id -> unhandled errors -> body size limit -> routes.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.server.max_body_bytes)
+    # Multipart framing around an upload takes a few bytes more than the file itself.
+    upload_limit = settings.rag.max_upload_bytes + 64 * 1024
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.server.max_body_bytes,
+        overrides=[(UPLOAD_PATH, max(upload_limit, settings.server.max_body_bytes))],
+    )
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
+from collections.abc import Sequence
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,19 +83,29 @@ class UnhandledErrorMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuses bodies over ``max_bytes`` with 413, by header or while reading."""
+    """Refuses bodies over ``max_bytes`` with 413, by header or while reading.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``overrides`` give other limits to paths matching a pattern (document uploads).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        overrides: Sequence[tuple[re.Pattern[str], int]] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.overrides = tuple(overrides)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope["path"])
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await send_error(send, self._error())
+        if declared is not None and declared > limit:
+            await send_error(send, _too_large(limit))
             return
         seen = 0
 
@@ -102,14 +114,21 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise self._error()
+                if seen > limit:
+                    raise _too_large(limit)
             return message
 
         await self.app(scope, limited_receive, send)
 
-    def _error(self) -> PayloadTooLargeError:
-        return PayloadTooLargeError(f"request body is larger than {self.max_bytes} bytes")
+    def _limit(self, path: str) -> int:
+        for pattern, limit in self.overrides:
+            if pattern.fullmatch(path):
+                return limit
+        return self.max_bytes
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"request body is larger than {limit} bytes")
 
 
 def _content_length(scope: Scope) -> int | None:

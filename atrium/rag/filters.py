@@ -9,7 +9,8 @@ re-score results rather than decide what a caller may see.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -99,8 +100,21 @@ def field_value(record: ChunkRecord, name: str) -> Scalar | None:
 
 
 def matches(record: ChunkRecord, conditions: list[Condition] | tuple[Condition, ...]) -> bool:
-    """Whether ``record`` satisfies every condition (a missing value satisfies none but $ne/$nin)."""
+    """Whether ``record`` satisfies every condition.
+
+    A missing value satisfies ``$ne`` and ``$nin`` only.
+    """
     return all(_holds(field_value(record, c.field), c) for c in conditions)
+
+
+_COMPARE: dict[Op, Callable[[Any, Any], bool]] = {
+    Op.EQ: operator.eq,
+    Op.IN: lambda actual, expected: actual in expected,
+    Op.GT: operator.gt,
+    Op.GTE: operator.ge,
+    Op.LT: operator.lt,
+    Op.LTE: operator.le,
+}
 
 
 def _holds(actual: Scalar | None, condition: Condition) -> bool:
@@ -111,17 +125,7 @@ def _holds(actual: Scalar | None, condition: Condition) -> bool:
         return actual not in expected  # type: ignore[operator]
     if actual is None:
         return False
-    if op is Op.EQ:
-        return actual == expected
-    if op is Op.IN:
-        return actual in expected  # type: ignore[operator]
     try:
-        if op is Op.GT:
-            return actual > expected  # type: ignore[operator]
-        if op is Op.GTE:
-            return actual >= expected  # type: ignore[operator]
-        if op is Op.LT:
-            return actual < expected  # type: ignore[operator]
-        return actual <= expected  # type: ignore[operator]
+        return _COMPARE[op](actual, expected)
     except TypeError:
         return False
