@@ -8,7 +8,7 @@ The order of work for one query:
 3. fuse: a convex combination of z-normalised scores (default) or reciprocal rank
    fusion. Lexical-only candidates get their exact cosine similarity from their stored
    vector, so the dense side of the combination is never a guess;
-4. rescale the fused scores to [0, 1], then apply business rules (boosts, recency decay)
+4. map the fused scores into (0, 1], then apply business rules (boosts, recency decay)
    and boosts learned from feedback; pinned documents go first;
 5. optionally rerank the head with a ``/rerank`` endpoint, then pick ``top_k`` with MMR.
 """
@@ -279,7 +279,13 @@ def fuse(
     vector: npt.NDArray[np.float32] | None,
     settings: RetrievalSpec,
 ) -> dict[str, ScoredChunk]:
-    """Fuse the two hit lists into chunks scored in [0, 1] (1 for the best)."""
+    """Fuse the two hit lists into chunks scored in (0, 1].
+
+    Weighted fusion maps the combined z-score through the logistic function (0.5 is an
+    average candidate); RRF is divided by its largest possible value. Either way scores
+    stay comparable across queries, so a rule's factor or a feedback boost means the
+    same thing whatever the query.
+    """
     chunks: dict[str, ScoredChunk] = {}
     for hit in dense:
         chunks[hit.record.chunk_id] = ScoredChunk(hit.record, 0.0, dense=hit.score)
@@ -290,9 +296,13 @@ def fuse(
         return chunks
     if settings.fusion == "rrf" or not dense or not lexical:
         _rrf(chunks, dense, lexical, settings.rrf_k)
+        best = (int(bool(dense)) + int(bool(lexical))) / (settings.rrf_k + 1)
+        for chunk in chunks.values():
+            chunk.score /= best
     else:
         _weighted(chunks, dense, lexical, vector, settings.dense_weight)
-    _rescale(chunks)
+        for chunk in chunks.values():
+            chunk.score = 1.0 / (1.0 + math.exp(-chunk.score))
     return chunks
 
 
@@ -322,15 +332,6 @@ def _weighted(
             weight * (dense_score - dense_mean) / dense_std
             + (1 - weight) * (lexical_score - lexical_mean) / lexical_std
         )
-
-
-def _rescale(chunks: dict[str, ScoredChunk]) -> None:
-    scores = [chunk.score for chunk in chunks.values()]
-    low, high = min(scores), max(scores)
-    span = high - low
-    for chunk in chunks.values():
-        # The worst candidate keeps a small positive score so multiplicative rules act on it.
-        chunk.score = 0.05 + 0.95 * ((chunk.score - low) / span if span > 0 else 1.0)
 
 
 def _apply_rules(chunks: dict[str, ScoredChunk], spec: KnowledgeBaseSpec) -> None:

@@ -290,8 +290,11 @@ class KnowledgeRepository:
         useful: builtins.list[str],
         not_useful: builtins.list[str],
         comment: str | None,
-    ) -> str:
-        """Store feedback on an answered query of ``kb_id``; 404 for an unknown query."""
+    ) -> tuple[str, FeedbackRecord]:
+        """Store feedback on an answered query of ``kb_id``; 404 for an unknown query.
+
+        Returns the feedback's id and the record the feedback model learns from.
+        """
         async with self._db.session() as session:
             query = await session.get(KbQueryRow, query_id)
             if query is None or query.kb_id != kb_id:
@@ -314,7 +317,14 @@ class KnowledgeRepository:
             )
             session.add(row)
             await session.commit()
-            return row.id
+            learned = FeedbackRecord(
+                query_vector=query.query_vector,
+                retrieved=list(query.retrieved),
+                rating=rating,
+                useful=list(useful),
+                not_useful=list(not_useful),
+            )
+            return row.id, learned
 
     async def feedback(self, kb_id: str) -> builtins.list[FeedbackRecord]:
         """Every piece of feedback on ``kb_id`` with its query's vector and results."""
@@ -333,7 +343,7 @@ class KnowledgeRepository:
                     useful=list(feedback.useful),
                     not_useful=list(feedback.not_useful),
                 )
-                for feedback, query in rows.tuples()
+                for feedback, query in rows
             ]
 
 

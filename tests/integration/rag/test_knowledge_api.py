@@ -1,0 +1,358 @@
+"""The knowledge-base API end to end, in process: upload, sync, search, answer, feedback.
+
+The platform runs on SQLite with the embedded LanceDB index, the bundled MiniLM embedder
+and the bundled SmolLM2 answer model: every part is the real one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from atrium.app import Platform, build_app, build_platform
+from atrium.core.settings import LlamaCppModel, OnnxEmbeddingModel, Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+ADMIN_KEY = "atr-" + "k" * 40
+
+RATES = """# Rates outlook
+
+The desk expects the central bank to cut interest rates twice in 2027.
+
+## Risks
+
+Sticky services inflation above three percent could delay the first cut.
+"""
+ENERGY = "Brent crude rose five percent after the OPEC meeting in Vienna cut output quotas."
+CREDIT = "issuer,rating,outlook\nAcme Corp,BBB,negative\nGlobex,A,stable\n"
+
+
+@dataclass
+class Running:
+    platform: Platform
+    admin: httpx.AsyncClient
+    data_dir: Path
+
+    async def key(self, *groups: str) -> httpx.AsyncClient:
+        """A client with a new inference key in ``groups``."""
+        created = await self.admin.post(
+            "/v1/admin/keys", json={"name": "reader", "access_groups": list(groups)}
+        )
+        assert created.status_code == 201, created.text
+        headers = {"authorization": f"Bearer {created.json()['key']}"}
+        return httpx.AsyncClient(
+            transport=self.admin._transport, base_url="http://atrium", headers=headers
+        )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+    data_dir = tmp_path_factory.mktemp("atrium")
+    settings = Settings(
+        data_dir=data_dir,
+        auth={"bootstrap_key": ADMIN_KEY, "cache_ttl_seconds": 0},  # type: ignore[arg-type]
+        models={
+            "smol": LlamaCppModel(n_ctx=2048, aliases=["default"]),
+            "minilm": OnnxEmbeddingModel(aliases=["default-embedding"]),
+        },
+        rag={"max_upload_bytes": 200_000},  # type: ignore[arg-type]
+    )
+    platform = build_platform(settings, announce_key=lambda _: None)
+    app = build_app(settings, platform)
+    await platform.start()
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://atrium", headers=headers, timeout=120
+        ) as admin:
+            yield Running(platform, admin, data_dir)
+    finally:
+        await platform.close()
+
+
+async def _upload(client: httpx.AsyncClient, kb: str, name: str, data: bytes) -> httpx.Response:
+    return await client.post(f"/v1/knowledge-bases/{kb}/documents", files={"file": (name, data)})
+
+
+async def _kb(running: Running, name: str, **spec: object) -> str:
+    created = await running.admin.post("/v1/knowledge-bases", json={"name": name, **spec})
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+async def _titles(client: httpx.AsyncClient, kb: str, query: str, **extra: object) -> list[str]:
+    found = await client.post(f"/v1/knowledge-bases/{kb}/search", json={"query": query, **extra})
+    assert found.status_code == 200, found.text
+    return [citation["title"] for citation in found.json()["citations"]]
+
+
+async def test_uploaded_documents_are_searched_and_answered_with_citations(
+    running: Running,
+) -> None:
+    kb = await _kb(running, "markets")
+    for name, data in (
+        ("outlook.md", RATES.encode()),
+        ("energy.txt", ENERGY.encode()),
+        ("credit.csv", CREDIT.encode()),
+    ):
+        uploaded = await _upload(running.admin, "markets", name, data)
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["document"]["status"] == "indexed"
+
+    assert (await _titles(running.admin, "markets", "when will rates be cut?"))[0] == "Rates outlook"
+    assert (await _titles(running.admin, kb, "oil price after OPEC"))[0] == "energy.txt"
+
+    answered = await running.admin.post(
+        "/v1/knowledge-bases/markets/query", json={"query": "What did Brent crude do?"}
+    )
+    assert answered.status_code == 200, answered.text
+    body = answered.json()
+    assert body["answer"].strip()
+    assert body["query_id"].startswith("qry_")
+    first = body["citations"][0]
+    assert first["title"] == "energy.txt"
+    assert first["snippet"] == ENERGY
+    assert first["link"] == f"/v1/knowledge-bases/{kb}/documents/{first['document_id']}"
+    assert [c["number"] for c in body["citations"]] == list(range(1, len(body["citations"]) + 1))
+    assert body["context"][0]["text"] == f"energy.txt\n{ENERGY}"
+
+    described = (await running.admin.get("/v1/knowledge-bases/markets")).json()
+    assert described["documents"] == 3
+    assert described["chunks"] >= 3
+
+
+async def test_a_streamed_answer_sends_citations_deltas_and_the_query_id(running: Running) -> None:
+    await _kb(running, "stream")
+    await _upload(running.admin, "stream", "energy.txt", ENERGY.encode())
+    async with running.admin.stream(
+        "POST", "/v1/knowledge-bases/stream/query", json={"query": "Brent?", "stream": True}
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        raw = (await response.aread()).decode()
+    events = [
+        (block.split("\n")[0].removeprefix("event: "), json.loads(block.split("\n")[1][6:]))
+        for block in raw.strip().split("\n\n")
+    ]
+    names = [name for name, _ in events]
+    assert names[0] == "citations"
+    assert names[-1] == "done"
+    assert set(names[1:-1]) == {"delta"}
+    text = "".join(payload["text"] for name, payload in events if name == "delta")
+    assert events[-1][1]["answer"] == text
+    assert events[-1][1]["query_id"].startswith("qry_")
+
+
+async def test_bad_uploads_are_refused_and_failed_documents_listed(running: Running) -> None:
+    await _kb(running, "uploads")
+    unsupported = await _upload(running.admin, "uploads", "tool.exe", b"MZ\x90\x00")
+    assert unsupported.status_code == 400
+    assert unsupported.json()["error"]["code"] == "unsupported_file_type"
+
+    binary = await _upload(running.admin, "uploads", "notes.txt", bytes(range(256)) * 8)
+    assert binary.status_code == 400
+    assert binary.json()["error"]["code"] == "document_failed"
+    assert "binary" in binary.json()["error"]["message"]
+
+    empty = await _upload(running.admin, "uploads", "empty.md", b"")
+    assert empty.status_code == 400
+
+    too_big = await _upload(running.admin, "uploads", "big.txt", b"a " * 150_000)
+    assert too_big.status_code in (400, 413)
+
+    escaped = await _upload(running.admin, "uploads", "../../escape.txt", b"outside?")
+    assert escaped.status_code == 400
+    assert not (running.data_dir / "escape.txt").exists()
+
+    failed = await running.admin.get("/v1/knowledge-bases/uploads/documents?status=failed")
+    reasons = {doc["key"]: doc["reason"] for doc in failed.json()["data"]}
+    assert set(reasons) == {"notes.txt", "empty.md"}
+    assert await _titles(running.admin, "uploads", "binary notes") == []
+
+    not_multipart = await running.admin.post(
+        "/v1/knowledge-bases/uploads/documents", json={"file": "x"}
+    )
+    assert not_multipart.status_code == 400
+
+
+async def test_a_changed_upload_replaces_its_chunks(running: Running) -> None:
+    await _kb(running, "versions")
+    await _upload(running.admin, "versions", "memo.txt", b"The hedge ratio is seventy percent.")
+    changed = await _upload(
+        running.admin, "versions", "memo.txt", b"The desk closed the zinc position."
+    )
+    assert changed.json()["sync"]["updated"] == 1
+    found = await running.admin.post(
+        "/v1/knowledge-bases/versions/search", json={"query": "hedge ratio seventy", "top_k": 5}
+    )
+    snippets = [c["snippet"] for c in found.json()["citations"]]
+    assert snippets == ["The desk closed the zinc position."]
+
+
+async def test_folder_sources_sync_incrementally(running: Running) -> None:
+    folder = running.data_dir / "research"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"note{index}.md").write_text(f"# Note {index}\n\nCopper note number {index}.")
+    await _kb(running, "folders")
+    added = await running.admin.post(
+        "/v1/knowledge-bases/folders/sources",
+        json={"name": "research", "connector": {"kind": "folder", "path": str(folder)}},
+    )
+    assert added.status_code == 201, added.text
+
+    async def sync() -> dict[str, object]:
+        response = await running.admin.post("/v1/knowledge-bases/folders/sources/research/sync")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    assert (await sync())["added"] == 3
+    assert (await sync())["unchanged"] == 3
+    (folder / "note1.md").write_text("# Note 1\n\nNickel instead.")
+    (folder / "note2.md").unlink()
+    report = await sync()
+    assert (report["updated"], report["deleted"], report["unchanged"]) == (1, 1, 1)
+    titles = await _titles(running.admin, "folders", "copper note")
+    assert sorted(titles) == ["Note 0", "Note 1"]
+
+    outside = await running.admin.post(
+        "/v1/knowledge-bases/folders/sources",
+        json={"name": "etc", "connector": {"kind": "folder", "path": "/etc"}},
+    )
+    assert outside.status_code == 400
+
+
+async def test_access_groups_decide_what_a_key_sees(running: Running) -> None:
+    await _kb(running, "restricted", access_groups=["risk"])
+    desk = running.data_dir / "desk-a"
+    desk.mkdir()
+    (desk / "limits.md").write_text("# Desk A limits\n\nThe desk A copper limit is 40 lots.")
+    await _upload(running.admin, "restricted", "policy.md", b"# Policy\n\nCopper limits apply.")
+    await running.admin.post(
+        "/v1/knowledge-bases/restricted/sources",
+        json={
+            "name": "desk-a",
+            "connector": {"kind": "folder", "path": str(desk)},
+            "access_groups": ["desk-a"],
+        },
+    )
+    await running.admin.post("/v1/knowledge-bases/restricted/sources/desk-a/sync")
+
+    outsider = await running.key()
+    denied = await outsider.post("/v1/knowledge-bases/restricted/search", json={"query": "x"})
+    assert denied.status_code == 403
+
+    risk = await running.key("risk")
+    assert await _titles(risk, "restricted", "copper limit") == ["Policy"]
+    both = await running.key("risk", "desk-a")
+    assert set(await _titles(both, "restricted", "copper limit")) == {"Policy", "Desk A limits"}
+    assert set(await _titles(running.admin, "restricted", "copper limit")) == {
+        "Policy",
+        "Desk A limits",
+    }
+    manage = await risk.post("/v1/knowledge-bases", json={"name": "mine"})
+    assert manage.status_code == 403
+    for client in (outsider, risk, both):
+        await client.aclose()
+
+
+async def test_filters_rules_and_bad_filters(running: Running) -> None:
+    await _kb(
+        running,
+        "filtered",
+        fields={"desk": "string"},
+        rules={"boosts": [{"when": {"desk": "metals"}, "factor": 3.0}]},
+    )
+    for desk in ("rates", "metals"):
+        folder = running.data_dir / f"filtered-{desk}"
+        folder.mkdir()
+        (folder / f"{desk}.md").write_text(f"# {desk} update\n\nWeekly market update for {desk}.")
+        await running.admin.post(
+            "/v1/knowledge-bases/filtered/sources",
+            json={
+                "name": desk,
+                "connector": {"kind": "folder", "path": str(folder)},
+                "metadata": {"desk": desk},
+            },
+        )
+        await running.admin.post(f"/v1/knowledge-bases/filtered/sources/{desk}/sync")
+
+    only_rates = await _titles(
+        running.admin, "filtered", "weekly update", filter={"desk": {"$eq": "rates"}}
+    )
+    assert only_rates == ["rates update"]
+    assert (await _titles(running.admin, "filtered", "weekly rates update"))[0] == "metals update"
+
+    for bad in ({"desk": {"$gt": "a"}}, {"unknown": 1}, {"desk": {"$in": "rates"}}):
+        refused = await running.admin.post(
+            "/v1/knowledge-bases/filtered/search", json={"query": "x", "filter": bad}
+        )
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "filter"
+
+
+async def test_feedback_moves_confirmed_chunks_up_for_similar_queries(running: Running) -> None:
+    await _kb(running, "learning")
+    await _upload(running.admin, "learning", "a.txt", b"Copper inventories fell in Shanghai.")
+    await _upload(running.admin, "learning", "b.txt", b"Copper demand from grid investment.")
+    query = {"query": "copper inventories in Shanghai", "top_k": 2}
+    first = (await running.admin.post("/v1/knowledge-bases/learning/search", json=query)).json()
+    assert [c["title"] for c in first["citations"]] == ["a.txt", "b.txt"]
+    chunk_b = first["citations"][1]["chunk_id"]
+    chunk_a = first["citations"][0]["chunk_id"]
+    given = await running.admin.post(
+        "/v1/knowledge-bases/learning/feedback",
+        json={"query_id": first["query_id"], "useful": [chunk_b], "not_useful": [chunk_a]},
+    )
+    assert given.status_code == 201, given.text
+    again = (await running.admin.post("/v1/knowledge-bases/learning/search", json=query)).json()
+    assert [c["title"] for c in again["citations"]] == ["b.txt", "a.txt"]
+
+    unknown_chunk = await running.admin.post(
+        "/v1/knowledge-bases/learning/feedback",
+        json={"query_id": first["query_id"], "useful": ["doc_x:0"]},
+    )
+    assert unknown_chunk.status_code == 400
+    empty = await running.admin.post(
+        "/v1/knowledge-bases/learning/feedback", json={"query_id": first["query_id"]}
+    )
+    assert empty.status_code == 400
+    missing = await running.admin.post(
+        "/v1/knowledge-bases/learning/feedback", json={"query_id": "qry_nope", "rating": "up"}
+    )
+    assert missing.status_code == 404
+
+
+async def test_deleting_a_knowledge_base_removes_its_chunks(running: Running) -> None:
+    kb = await _kb(running, "doomed")
+    await _upload(running.admin, "doomed", "energy.txt", ENERGY.encode())
+    assert await running.platform.index.count(kb) == 1
+    deleted = await running.admin.delete("/v1/knowledge-bases/doomed")
+    assert deleted.status_code == 200
+    assert (await running.admin.get("/v1/knowledge-bases/doomed")).status_code == 404
+    recreated = await _kb(running, "doomed")
+    assert await running.platform.index.count(recreated) == 0
+    assert not (running.data_dir / "uploads" / kb).exists()
+
+
+async def test_bad_knowledge_base_specs_are_refused(running: Running) -> None:
+    cases = [
+        {"name": "Bad Name"},
+        {"name": "ok", "fields": {"title": "string"}},
+        {"name": "ok", "chunking": {"chunk_tokens": 100, "overlap_tokens": 100}},
+        {"name": "ok", "embedder": "default"},
+        {"name": "ok", "rules": {"recency": {"field": "desk", "half_life_days": 3}}},
+    ]
+    for body in cases:
+        refused = await running.admin.post("/v1/knowledge-bases", json=body)
+        assert refused.status_code in (400, 404), (body, refused.text)
+        assert "error" in refused.json()
+    await _kb(running, "taken")
+    assert (await running.admin.post("/v1/knowledge-bases", json={"name": "taken"})).status_code == 400
