@@ -70,7 +70,10 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     headers = {"authorization": f"Bearer {ADMIN_KEY}"}
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://atrium", headers=headers, timeout=120
+            transport=httpx.ASGITransport(app),
+            base_url="http://atrium",
+            headers=headers,
+            timeout=120,
         ) as admin:
             yield Running(platform, admin, data_dir)
     finally:
@@ -106,7 +109,9 @@ async def test_uploaded_documents_are_searched_and_answered_with_citations(
         assert uploaded.status_code == 201, uploaded.text
         assert uploaded.json()["document"]["status"] == "indexed"
 
-    assert (await _titles(running.admin, "markets", "when will rates be cut?"))[0] == "Rates outlook"
+    assert (await _titles(running.admin, "markets", "when will rates be cut?"))[
+        0
+    ] == "Rates outlook"
     assert (await _titles(running.admin, kb, "oil price after OPEC"))[0] == "energy.txt"
 
     answered = await running.admin.post(
@@ -355,4 +360,6 @@ async def test_bad_knowledge_base_specs_are_refused(running: Running) -> None:
         assert refused.status_code in (400, 404), (body, refused.text)
         assert "error" in refused.json()
     await _kb(running, "taken")
-    assert (await running.admin.post("/v1/knowledge-bases", json={"name": "taken"})).status_code == 400
+    assert (
+        await running.admin.post("/v1/knowledge-bases", json={"name": "taken"})
+    ).status_code == 400
