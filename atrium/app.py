@@ -7,7 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -18,7 +18,7 @@ from atrium import __version__
 from atrium.api.errors import install_error_handlers
 from atrium.api.health import health_router
 from atrium.api.keys import keys_router, teams_router
-from atrium.api.knowledge import UPLOAD_PATH, knowledge_router
+from atrium.api.knowledge import UPLOAD_PATH, caller_of, knowledge_router
 from atrium.api.routes import routes_router
 from atrium.api.secrets import secrets_router
 from atrium.api.usage import usage_router
@@ -43,10 +43,12 @@ from atrium.gateway.routes import inference_router, models_router
 from atrium.gateway.service import InferenceService
 from atrium.gateway.usage import UsageRecorder
 from atrium.observability.metrics import GatewayMetrics
+from atrium.rag.chat import PREFIX as RAG_PREFIX
+from atrium.rag.chat import RagChatCompletions
 from atrium.rag.embedding import TokenCounter
 from atrium.rag.feedback import FeedbackModel
 from atrium.rag.index import ChunkIndex, LanceChunkIndex, PgVectorChunkIndex
-from atrium.rag.service import KnowledgeService, RagConfig
+from atrium.rag.service import Caller, KnowledgeService, RagConfig
 from atrium.runtime.backends import default_factories
 from atrium.runtime.catalog import BackendFactory, ModelCatalog
 from atrium.store import Database
@@ -214,6 +216,7 @@ def build_platform(
         count_tokens=TokenCounter(),
         config=_rag_config(settings),
     )
+    inference.delegate(RAG_PREFIX, RagChatCompletions(knowledge, inference, _rag_caller(auth)))
     return Platform(
         settings=settings,
         secrets=secrets,
@@ -236,6 +239,15 @@ def build_platform(
         cache=cache,
         announce_key=announce_key,
     )
+
+
+def _rag_caller(auth: KeyAuthenticator) -> Callable[[str | None], Awaitable[Caller]]:
+    async def authenticate(authorization: str | None) -> Caller:
+        principal = await auth.authenticate(authorization)
+        principal.require(Scope.INFERENCE)
+        return caller_of(principal, authorization)
+
+    return authenticate
 
 
 def _secret_key(settings: Settings) -> bytes:

@@ -60,6 +60,9 @@ requests_log = logging.getLogger("atrium.requests")
 #: Atrium's own time on the current request, in ms (read for ``x-atrium-overhead-ms``).
 overhead_ms: ContextVar[float | None] = ContextVar("atrium_overhead_ms", default=None)
 G = TypeVar("G", ChatCompletionRequest, CompletionRequest)
+
+#: Serves chat completions for model names under a prefix (``rag/<knowledge base>``).
+ChatDelegate = Callable[[str | None, bytes], Awaitable["JSON | Sse"]]
 Sse = AsyncIterator[bytes]
 
 _DONE = b"data: [DONE]\n\n"
@@ -137,9 +140,30 @@ class InferenceService:
         self._cache_settings = cache_settings or CacheSettings()
         self._ledger = ledger
         self._background: set[asyncio.Task[None]] = set()
+        self._delegates: dict[str, ChatDelegate] = {}
+
+    def delegate(self, prefix: str, handler: ChatDelegate) -> None:
+        """Send chat completions for models named ``<prefix>...`` to ``handler``.
+
+        The handler authenticates and answers itself; it usually calls :meth:`chat`
+        again with a served model, which is where limits, usage and metrics apply.
+        """
+        self._delegates[prefix] = handler
+
+    def _delegate_for(self, body: bytes) -> ChatDelegate | None:
+        # A bytes search first, so ordinary requests pay no extra JSON parse.
+        for prefix, handler in self._delegates.items():
+            if b'"' + prefix.encode() in body:
+                model = _model_name(body)
+                if model is not None and model.startswith(prefix):
+                    return handler
+        return None
 
     async def chat(self, authorization: str | None, body: bytes) -> JSON | Sse:
         """``POST /v1/chat/completions``: a completion object or an SSE stream."""
+        delegate = self._delegate_for(body) if self._delegates else None
+        if delegate is not None:
+            return await delegate(authorization, body)
         call = _Call(Endpoint.CHAT, time.perf_counter())
         return await self._guard(call, self._chat(call, authorization, body))
 
@@ -464,3 +488,12 @@ async def _aclose(events: AsyncIterator[StreamEvent]) -> None:
     close: Callable[[], Awaitable[None]] | None = getattr(events, "aclose", None)
     if close is not None:
         await close()
+
+
+def _model_name(body: bytes) -> str | None:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    model = parsed.get("model") if isinstance(parsed, dict) else None
+    return model if isinstance(model, str) else None

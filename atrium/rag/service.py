@@ -158,6 +158,16 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedChat:
+    """What a ``rag/<knowledge base>`` chat completion needs from retrieval."""
+
+    system_message: dict[str, str]
+    model: str
+    citations: list[dict[str, Any]]
+    query_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class RagConfig:
     """What the service needs from settings."""
 
@@ -536,6 +546,23 @@ class KnowledgeService:
             result=answer.retrieval,
         )
         return answer.query_id
+
+    async def prepare_chat(
+        self, id_or_name: str, caller: Caller, body: QueryRequest, stream: bool
+    ) -> PreparedChat:
+        """Retrieve for a ``rag/`` chat: the context message, answer model and citations."""
+        record, spec, result = await self._retrieve(id_or_name, caller, body)
+        citations, _ = self._prepare_answer(record, spec, caller, body, result, stream=stream)
+        query_id = await self._remember(
+            record, caller=caller, query=body.query, answer=None, citations=citations, result=result
+        )
+        system = build_messages(body.query, citations)[0]
+        return PreparedChat(
+            system_message=system,
+            model=spec.answer_model,
+            citations=[citation.to_public() for citation in citations],
+            query_id=query_id,
+        )
 
     async def feedback(self, id_or_name: str, caller: Caller, body: FeedbackRequest) -> str:
         """Store feedback on an answered query and learn from it at once."""

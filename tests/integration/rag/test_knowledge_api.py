@@ -10,8 +10,10 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import openai
 import pytest
 import pytest_asyncio
 
@@ -363,3 +365,37 @@ async def test_bad_knowledge_base_specs_are_refused(running: Running) -> None:
     assert (
         await running.admin.post("/v1/knowledge-bases", json={"name": "taken"})
     ).status_code == 400
+
+
+async def test_a_knowledge_base_answers_as_a_chat_model_with_citations(running: Running) -> None:
+    await _kb(running, "chatty")
+    await _upload(running.admin, "chatty", "energy.txt", ENERGY.encode())
+    client = openai.AsyncOpenAI(
+        api_key=ADMIN_KEY,
+        base_url="http://atrium/v1",
+        http_client=httpx.AsyncClient(transport=running.admin._transport, timeout=120),
+    )
+    messages: list[Any] = [{"role": "user", "content": "What did Brent crude do?"}]
+    completion = await client.chat.completions.create(
+        model="rag/chatty", messages=messages, max_tokens=40, temperature=0
+    )
+    assert completion.model == "rag/chatty"
+    assert completion.choices[0].message.content
+    extra = completion.model_extra or {}
+    assert extra["citations"][0]["title"] == "energy.txt"
+    assert extra["query_id"].startswith("qry_")
+
+    stream = await client.chat.completions.create(
+        model="rag/chatty", messages=messages, max_tokens=20, stream=True
+    )
+    chunks = [chunk async for chunk in stream]
+    assert (chunks[0].model_extra or {})["citations"][0]["title"] == "energy.txt"
+    assert {chunk.model for chunk in chunks} == {"rag/chatty"}
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="rag/missing", messages=messages)
+    no_user: list[Any] = [{"role": "system", "content": "hi"}]
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="rag/chatty", messages=no_user)
+    await client.close()
