@@ -50,6 +50,7 @@ from atrium.rag.filters import FilterError, parse_filter
 from atrium.rag.index.base import ChunkIndex, CollectionSpec
 from atrium.rag.ingest import Ingestor, SyncProgress, SyncTarget
 from atrium.rag.parsers import is_supported
+from atrium.rag.rerank import HttpReranker
 from atrium.rag.retrieval import HybridRetriever, RetrievalQuery, RetrievalResult, ScoredChunk
 from atrium.rag.specs import KB_NAME, KnowledgeBaseSpec
 from atrium.rag.types import Scalar
@@ -600,8 +601,14 @@ class KnowledgeService:
         except FilterError as exc:
             raise InvalidRequestError(str(exc), param="filter") from None
         await self._feedback.load(record.id, record.id)
+        reranker = spec.retrieval.reranker
         retriever = HybridRetriever(
-            self._index, self._embedder(spec.embedder), feedback=self._feedback
+            self._index,
+            self._embedder(spec.embedder),
+            feedback=self._feedback,
+            reranker=None
+            if reranker is None
+            else HttpReranker(reranker, self._config.policy, self._secrets),
         )
         query = RetrievalQuery(
             text=body.query,

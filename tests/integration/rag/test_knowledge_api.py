@@ -6,11 +6,13 @@ and the bundled SmolLM2 answer model: every part is the real one.
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import openai
@@ -64,7 +66,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
             "smol": LlamaCppModel(n_ctx=2048, aliases=["default"]),
             "minilm": OnnxEmbeddingModel(aliases=["default-embedding"]),
         },
-        rag={"max_upload_bytes": 200_000},  # type: ignore[arg-type]
+        rag={"max_upload_bytes": 200_000, "allowed_hosts": ["127.0.0.1"]},  # type: ignore[arg-type]
     )
     platform = build_platform(settings, announce_key=lambda _: None)
     app = build_app(settings, platform)
@@ -399,3 +401,57 @@ async def test_a_knowledge_base_answers_as_a_chat_model_with_citations(running: 
     with pytest.raises(openai.BadRequestError):
         await client.chat.completions.create(model="rag/chatty", messages=no_user)
     await client.close()
+
+
+class _Reranker(http.server.BaseHTTPRequestHandler):
+    """Cohere's /v1/rerank wire format: documents mentioning "zinc" score highest."""
+
+    requests: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        type(self).requests.append({"auth": self.headers.get("authorization"), **body})
+        scores = [
+            1.0 if "zinc" in doc else 0.1 / (i + 1) for i, doc in enumerate(body["documents"])
+        ]
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])[: body["top_n"]]
+        payload = {
+            "id": "rr-1",
+            "results": [{"index": i, "relevance_score": scores[i]} for i in order],
+            "meta": {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
+        }
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_a_configured_reranker_reorders_results(running: Running) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Reranker)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        put = await running.admin.put("/v1/admin/secrets/rerank-key", json={"value": "rk-123"})
+        assert put.status_code == 200
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/rerank"
+        reranker = {"url": url, "model": "rerank-v3", "api_key_secret": "rerank-key"}
+        await _kb(running, "reranked", retrieval={"reranker": reranker})
+        await _upload(running.admin, "reranked", "copper.txt", b"Copper copper copper stocks.")
+        await _upload(running.admin, "reranked", "zinc.txt", b"Zinc stocks, not much copper.")
+        titles = await _titles(running.admin, "reranked", "copper stocks")
+        assert titles[0] == "zinc.txt"
+        sent = _Reranker.requests[-1]
+        assert sent["auth"] == "Bearer rk-123"
+        assert sent["query"] == "copper stocks"
+        assert sent["model"] == "rerank-v3"
+        listed = await running.admin.get("/v1/admin/secrets")
+        assert listed.json()["data"] == [{"name": "rerank-key"}]
+        assert "rk-123" not in listed.text
+    finally:
+        server.shutdown()
+        server.server_close()
