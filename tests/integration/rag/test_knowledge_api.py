@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -455,3 +457,46 @@ async def test_a_configured_reranker_reorders_results(running: Running) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_pinned_excluded_and_recency_rules(running: Running) -> None:
+    await _kb(running, "ruled")
+    folder = running.data_dir / "ruled"
+    folder.mkdir()
+    texts = {
+        "old.md": "# Old memo\n\nNickel supply outlook for the quarter.",
+        "new.md": "# New memo\n\nNickel supply outlook for the quarter!",
+        "other.md": "# Other\n\nCocoa harvest in Ghana.",
+    }
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    year = 365 * 86_400
+    os.utime(folder / "old.md", (time.time() - 3 * year, time.time() - 3 * year))
+    await running.admin.post(
+        "/v1/knowledge-bases/ruled/sources",
+        json={"name": "memos", "connector": {"kind": "folder", "path": str(folder)}},
+    )
+    await running.admin.post("/v1/knowledge-bases/ruled/sources/memos/sync")
+    ids = {
+        d["key"]: d["id"]
+        for d in (await running.admin.get("/v1/knowledge-bases/ruled/documents")).json()["data"]
+    }
+
+    recency = {"rules": {"recency": {"field": "updated_at", "half_life_days": 30, "weight": 1}}}
+    assert (await running.admin.patch("/v1/knowledge-bases/ruled", json=recency)).status_code == 200
+    # Three years at a 30-day half-life: the old memo sinks below even the unrelated one.
+    assert await _titles(running.admin, "ruled", "nickel supply outlook") == [
+        "New memo",
+        "Other",
+        "Old memo",
+    ]
+
+    rules = {"rules": {"pinned": [ids["other.md"]], "excluded": [ids["new.md"]]}}
+    assert (await running.admin.patch("/v1/knowledge-bases/ruled", json=rules)).status_code == 200
+    assert await _titles(running.admin, "ruled", "nickel supply outlook") == ["Other", "Old memo"]
+
+    fixed = await running.admin.patch("/v1/knowledge-bases/ruled", json={"embedder": "x"})
+    assert fixed.status_code == 400
+    assert fixed.json()["error"]["param"] == "embedder"
+    bad = await running.admin.patch("/v1/knowledge-bases/ruled", json={"retrieval": {"top_k": 0}})
+    assert bad.status_code == 400
