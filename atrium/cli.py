@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from atrium.cli_kb import kb_app
 from atrium.core.errors import AtriumError, InvalidRequestError
 from atrium.core.settings import Settings, load_settings
 from atrium.store import Database
@@ -52,6 +53,7 @@ teams_app = typer.Typer(help="Teams (works on the store directly).", no_args_is_
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(teams_app, name="teams")
+app.add_typer(kb_app, name="kb")
 
 # Piped output has no terminal width; rich would assume 80 columns and cut rows.
 out = Console(width=None if sys.stdout.isatty() else 240)
