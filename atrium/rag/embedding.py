@@ -22,9 +22,10 @@ from atrium.runtime.catalog import ModelCatalog
 from atrium.runtime.embedders import bundled_model_paths
 from atrium.runtime.schema import EmbeddingRequest
 
-#: Inputs per backend call: large enough to amortise a call, small enough for any
-#: upstream's request limit (OpenAI accepts 2,048).
-_BATCH = 64
+#: Inputs per backend call. The local model runs one call at a time, so a query's
+#: embedding waits behind at most one call of a running sync: small calls keep queries
+#: fast during ingestion at little cost (inputs are still sorted and padded per call).
+DEFAULT_BATCH = 16
 
 
 class TextEmbedder(Protocol):
@@ -43,13 +44,14 @@ class TextEmbedder(Protocol):
 class CatalogEmbedder:
     """Embeds through the backend the catalog serves under ``model``."""
 
-    def __init__(self, catalog: ModelCatalog, model: str) -> None:
+    def __init__(self, catalog: ModelCatalog, model: str, *, batch: int = DEFAULT_BATCH) -> None:
         entry = catalog.resolve(model)
         if Capability.EMBEDDINGS not in getattr(entry.backend, "capabilities", frozenset()):
             msg = f"model {model!r} does not serve embeddings"
             raise InvalidRequestError(msg, param="embedder")
         self._backend = entry.backend
         self._model = model
+        self._batch = batch
 
     @property
     def model(self) -> str:
@@ -59,8 +61,8 @@ class CatalogEmbedder:
     async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Embed ``texts`` in batches; rows are L2-normalised whatever the model returns."""
         parts = [
-            await self._embed_batch(list(texts[start : start + _BATCH]))
-            for start in range(0, len(texts), _BATCH)
+            await self._embed_batch(list(texts[start : start + self._batch]))
+            for start in range(0, len(texts), self._batch)
         ]
         if not parts:
             return np.zeros((0, 0), dtype=np.float32)
