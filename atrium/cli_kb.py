@@ -10,7 +10,6 @@ each other, and ``python -m atrium.cli`` would load ``cli.py`` twice.
 """
 
 # Typer commands take their options as parameters.
-# ruff: noqa: PLR0917
 
 from __future__ import annotations
 

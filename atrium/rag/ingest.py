@@ -109,8 +109,14 @@ class Ingestor:
         connector: Connector,
         embedder: TextEmbedder,
         on_progress: Callable[[SyncProgress], None] | None = None,
+        *,
+        complete: bool = True,
     ) -> SyncProgress:
-        """Sync one source; returns what happened. Never raises for a document's failure."""
+        """Sync one source; returns what happened. Never raises for a document's failure.
+
+        ``complete=False`` says the connector lists only some of the source's documents
+        (one uploaded file): then nothing it did not list is deleted.
+        """
         started = time.perf_counter()
         progress = SyncProgress()
         existing = await self._repo.documents_of(target.source_id)
@@ -129,7 +135,8 @@ class Ingestor:
                         batch = []
                     _report(on_progress, progress, started)
             await self._flush(target, batch, embedder, progress)
-            await self._delete_missing(target, existing, seen, progress)
+            if complete:
+                await self._delete_missing(target, existing, seen, progress)
         except ConnectorError as exc:
             await self._flush(target, batch, embedder, progress)
             progress.error = exc.message

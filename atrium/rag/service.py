@@ -38,12 +38,14 @@ from atrium.rag.answer import (
 )
 from atrium.rag.connectors import (
     SOURCE_SPECS,
+    Documents,
     FolderSource,
     SecretGetter,
     SourceSpec,
     build_connector,
     safe_upload_path,
 )
+from atrium.rag.connectors.base import make_document
 from atrium.rag.embedding import CatalogEmbedder, TextEmbedder
 from atrium.rag.feedback import FeedbackModel
 from atrium.rag.filters import FilterError, parse_filter
@@ -53,7 +55,7 @@ from atrium.rag.parsers import is_supported
 from atrium.rag.rerank import HttpReranker
 from atrium.rag.retrieval import HybridRetriever, RetrievalQuery, RetrievalResult, ScoredChunk
 from atrium.rag.specs import KB_NAME, KnowledgeBaseSpec
-from atrium.rag.types import Scalar
+from atrium.rag.types import Scalar, SourceDocument
 from atrium.runtime.catalog import ModelCatalog
 from atrium.store.knowledge import (
     KnowledgeBaseRecord,
@@ -362,9 +364,19 @@ class KnowledgeService:
         folder = self._uploads_dir(record.id)
         path = safe_upload_path(folder, filename)
         staging = self._config.data_dir / "uploads" / ".staging"
-        await asyncio.to_thread(_write_atomically, staging, path, data)
         source = await self._uploads_source(record)
-        report = await self._sync(record, source, None)
+        async with self._lock(source.id):
+            await asyncio.to_thread(_write_atomically, staging, path, data)
+            # Only the uploaded file is indexed: a full sync of the folder would read
+            # every earlier upload again.
+            now = datetime.now(UTC)
+            uploaded = make_document(path.name, data, path.name, created_at=now, updated_at=now)
+            report = await self._ingestor.sync(
+                self._target(record, source),
+                _Listed([uploaded]),
+                self._embedder(_spec(record).embedder),
+                complete=False,
+            )
         documents = await self._repo.documents_of(source.id)
         document = documents.get(path.name)
         if document is not None and document.status == "failed":
@@ -438,14 +450,7 @@ class KnowledgeService:
             progress = SyncProgress()
             try:
                 connector = self._connector(settings.connector)
-                target = SyncTarget(
-                    kb_id=record.id,
-                    collection=record.id,
-                    spec=spec,
-                    source_id=source.id,
-                    access_groups=tuple(settings.access_groups or spec.access_groups),
-                    static_metadata=dict(settings.metadata),
-                )
+                target = self._target(record, source)
                 embedder = self._embedder(spec.embedder)
                 progress = await self._ingestor.sync(target, connector, embedder, on_progress)
             finally:
@@ -456,6 +461,18 @@ class KnowledgeService:
             extra={"kb": record.name, "source": source.name, **progress.to_public()},
         )
         return progress
+
+    def _target(self, record: KnowledgeBaseRecord, source: SourceRecord) -> SyncTarget:
+        spec = _spec(record)
+        settings = SourceCreate.model_validate(source.spec)
+        return SyncTarget(
+            kb_id=record.id,
+            collection=record.id,
+            spec=spec,
+            source_id=source.id,
+            access_groups=tuple(settings.access_groups or spec.access_groups),
+            static_metadata=dict(settings.metadata),
+        )
 
     def _lock(self, source_id: str) -> asyncio.Lock:
         return self._sync_locks.setdefault(source_id, asyncio.Lock())
@@ -731,6 +748,17 @@ def _invalid(exc: ValidationError) -> InvalidRequestError:
     error = exc.errors()[0]
     where = ".".join(str(part) for part in error["loc"])
     return InvalidRequestError(f"{where}: {error['msg']}", param=where or None)
+
+
+class _Listed:
+    """A connector over documents already in hand (an upload)."""
+
+    def __init__(self, documents: list[SourceDocument]) -> None:
+        self._documents = documents
+
+    async def documents(self) -> Documents:
+        for document in self._documents:
+            yield document
 
 
 def _write_atomically(staging: Path, path: Path, data: bytes) -> None:
