@@ -48,7 +48,8 @@ from atrium.rag.chat import RagChatCompletions
 from atrium.rag.embedding import TokenCounter
 from atrium.rag.feedback import FeedbackModel
 from atrium.rag.index import ChunkIndex, LanceChunkIndex, PgVectorChunkIndex
-from atrium.rag.service import Caller, KnowledgeService, RagConfig
+from atrium.rag.requests import Caller
+from atrium.rag.service import KnowledgeService, RagConfig
 from atrium.runtime.backends import default_factories
 from atrium.runtime.catalog import BackendFactory, ModelCatalog
 from atrium.store import Database

@@ -20,14 +20,14 @@ from starlette.datastructures import UploadFile
 from atrium.core.errors import AtriumError, InvalidRequestError
 from atrium.core.http import json_response, parse_body, parse_data, parse_json_object
 from atrium.gateway.auth import KeyAuthenticator, Principal
-from atrium.rag.service import (
+from atrium.rag.requests import (
     Caller,
     FeedbackRequest,
     KnowledgeBaseCreate,
-    KnowledgeService,
     QueryRequest,
     SourceCreate,
 )
+from atrium.rag.service import KnowledgeService
 from atrium.store.keys import Scope
 
 #: Paths that take a document upload (the body size limit is the upload limit there).

@@ -19,7 +19,8 @@ import orjson
 from atrium.core.errors import InvalidRequestError
 from atrium.core.http import parse_body
 from atrium.rag.answer import ChatCaller
-from atrium.rag.service import Caller, KnowledgeService, QueryRequest
+from atrium.rag.requests import Caller, QueryRequest
+from atrium.rag.service import KnowledgeService
 from atrium.runtime.schema import ChatCompletionRequest
 
 PREFIX = "rag/"
