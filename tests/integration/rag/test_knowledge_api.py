@@ -500,3 +500,33 @@ async def test_pinned_excluded_and_recency_rules(running: Running) -> None:
     assert fixed.json()["error"]["param"] == "embedder"
     bad = await running.admin.patch("/v1/knowledge-bases/ruled", json={"retrieval": {"top_k": 0}})
     assert bad.status_code == 400
+
+
+async def test_the_platform_runs_on_the_pgvector_index(
+    pgvector_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("atrium-pg"),
+        auth={"bootstrap_key": ADMIN_KEY, "cache_ttl_seconds": 0},  # type: ignore[arg-type]
+        models={"minilm": OnnxEmbeddingModel(aliases=["default-embedding"])},
+        rag={"index": "pgvector", "pgvector_url": pgvector_url},  # type: ignore[arg-type]
+    )
+    platform = build_platform(settings, announce_key=lambda _: None)
+    app = build_app(settings, platform)
+    await platform.start()
+    headers = {"authorization": f"Bearer {ADMIN_KEY}"}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://atrium", headers=headers
+        ) as admin:
+            created = await admin.post("/v1/knowledge-bases", json={"name": "pg"})
+            kb = created.json()["id"]
+            for name, data in (("energy.txt", ENERGY), ("outlook.md", RATES)):
+                uploaded = await _upload(admin, "pg", name, data.encode())
+                assert uploaded.status_code == 201, uploaded.text
+            assert (await _titles(admin, "pg", "Brent crude OPEC"))[0] == "energy.txt"
+            assert (await _titles(admin, "pg", "rate cuts", mode="lexical"))[0] == "Rates outlook"
+            assert await platform.index.count(kb) >= 2
+            assert (await admin.delete("/v1/knowledge-bases/pg")).status_code == 200
+    finally:
+        await platform.close()
