@@ -327,6 +327,16 @@ class OnnxEmbeddingModel(BaseModel):
     max_tokens: int = Field(256, ge=8, le=512, description="Truncation length per input.")
     batch_size: int = Field(32, ge=1, description="Inputs per forward pass.")
     max_inputs: int = Field(2048, ge=1, description="Most inputs in one request.")
+    workers: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Requests embedded at once, each on its own thread. With 1 thread per worker "
+            "a short query never waits behind a long batch, and tiny inputs skip the "
+            "cost of splitting one forward pass across threads."
+        ),
+    )
+    threads_per_worker: int = Field(1, ge=1, description="onnxruntime threads per request.")
     aliases: list[str] = Field(default_factory=list, description="Other public names.")
 
 

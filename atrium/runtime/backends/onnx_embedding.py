@@ -15,8 +15,6 @@ from atrium.runtime.embedders import MiniLMEmbedder, bundled_model_paths
 from atrium.runtime.pool import WorkerPool
 from atrium.runtime.schema import JSON, EmbeddingRequest, Usage
 
-# One forward pass at a time uses every core; more would only contend for them.
-_WORKERS = 1
 _QUEUE_LIMIT = 64
 
 
@@ -46,8 +44,11 @@ class OnnxEmbeddingBackend(BackendBase):
             tokenizer_path,
             max_tokens=self._spec.max_tokens,
             batch_size=self._spec.batch_size,
+            threads=self._spec.threads_per_worker,
         )
-        self._pool = WorkerPool(self.name, [self._embedder] * _WORKERS, _QUEUE_LIMIT)
+        # One session serves every worker: InferenceSession.run is thread-safe.
+        workers = [self._embedder] * self._spec.workers
+        self._pool = WorkerPool(self.name, workers, _QUEUE_LIMIT)
 
     async def close(self) -> None:
         """Stop the worker thread."""
