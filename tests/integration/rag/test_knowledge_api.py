@@ -530,3 +530,29 @@ async def test_the_platform_runs_on_the_pgvector_index(
             assert (await admin.delete("/v1/knowledge-bases/pg")).status_code == 200
     finally:
         await platform.close()
+
+
+async def test_a_source_that_cannot_be_reached_fails_with_its_reason(running: Running) -> None:
+    await _kb(running, "unreachable")
+    await _upload(running.admin, "unreachable", "energy.txt", ENERGY.encode())
+    sql = {
+        "kind": "sql",
+        "url": "postgresql://reader@127.0.0.1:1/nowhere",
+        "query": "SELECT id, body FROM notes",
+        "id_column": "id",
+        "template": "{body}",
+        "connect_timeout_seconds": 2,
+    }
+    added = await running.admin.post(
+        "/v1/knowledge-bases/unreachable/sources", json={"name": "db", "connector": sql}
+    )
+    assert added.status_code == 201, added.text
+    report = (await running.admin.post("/v1/knowledge-bases/unreachable/sources/db/sync")).json()
+    assert report["error"]
+    assert "127.0.0.1:1" in report["error"]
+    sources = (await running.admin.get("/v1/knowledge-bases/unreachable/sources")).json()["data"]
+    db = next(source for source in sources if source["name"] == "db")
+    assert db["status"] == "failed"
+    assert db["last_error"] == report["error"]
+    # The other source's documents are untouched.
+    assert await _titles(running.admin, "unreachable", "Brent crude") == ["energy.txt"]
