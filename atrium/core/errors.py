@@ -87,6 +87,14 @@ class ModelNotFoundError(NotFoundError):
     default_code = "model_not_found"
 
 
+class ConflictError(AtriumError):
+    """The request clashes with work in progress (a sync already running)."""
+
+    status = 409
+    type = "invalid_request_error"
+    default_code = "conflict"
+
+
 class PayloadTooLargeError(AtriumError):
     """The body is over the configured size limit."""
 

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from atrium.core.errors import (
     AtriumError,
+    ConflictError,
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
@@ -73,6 +74,9 @@ from atrium.store.knowledge import (
 )
 
 logger = logging.getLogger("atrium.rag")
+
+#: A sync claimed longer ago than this is taken to belong to a process that died.
+SYNC_STALE_AFTER = timedelta(hours=2)
 
 #: The source every knowledge base's uploads go to (a folder in the data directory).
 UPLOADS_SOURCE = "uploads"
@@ -333,8 +337,9 @@ class KnowledgeService:
                     continue
                 last = source.last_sync_at
                 if last is None or now - last >= timedelta(minutes=float(interval)):
-                    await self._sync(record, source, None)
-                    synced += 1
+                    with contextlib.suppress(ConflictError):
+                        await self._sync(record, source, None)
+                        synced += 1
         return synced
 
     async def run_scheduler(self, every_seconds: float = 30.0) -> None:
@@ -355,7 +360,9 @@ class KnowledgeService:
         spec = _spec(record)
         settings = SourceCreate.model_validate(source.spec)
         async with self._lock(source.id):
-            await self._repo.set_source_state(source.id, "syncing", None)
+            if not await self._repo.claim_source(source.id, SYNC_STALE_AFTER):
+                msg = f"source {source.name!r} is being synced by another process; try later"
+                raise ConflictError(msg)
             progress = SyncProgress()
             try:
                 connector = self._connector(settings.connector)

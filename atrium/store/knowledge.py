@@ -6,7 +6,7 @@ import builtins
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -192,6 +192,28 @@ class KnowledgeRepository:
         if row is None:
             raise NotFoundError(f"no source {id_or_name!r} in this knowledge base")
         return _source(row)
+
+    async def claim_source(self, source_id: str, stale_after: timedelta) -> bool:
+        """Mark a source as syncing unless another sync holds it; True when this call won.
+
+        One conditional UPDATE, so of several replicas claiming at once exactly one
+        wins. A claim older than ``stale_after`` belongs to a replica that died and is
+        taken over.
+        """
+        now = self._clock()
+        async with self._db.session() as session:
+            result = await session.execute(
+                update(KbSourceRow)
+                .where(
+                    KbSourceRow.id == source_id,
+                    (KbSourceRow.status != "syncing")
+                    | KbSourceRow.sync_started_at.is_(None)
+                    | (KbSourceRow.sync_started_at < now - stale_after),
+                )
+                .values(status="syncing", sync_started_at=now)
+            )
+            await session.commit()
+        return bool(getattr(result, "rowcount", 0))
 
     async def set_source_state(
         self, source_id: str, status: str, error: str | None, synced: bool = False

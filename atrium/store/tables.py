@@ -158,6 +158,9 @@ class KbSourceRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Set when a replica claims the source's sync; a claim older than the stale limit
+    # (its replica died mid-sync) may be taken over.
+    sync_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class KbDocumentRow(Base):
