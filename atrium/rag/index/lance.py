@@ -1,11 +1,13 @@
 """The embedded chunk index: one LanceDB table per collection, on local disk.
 
 Dense search is exact (a flat scan) until a table holds ``ann_threshold`` rows; then an
-IVF-HNSW index with 8-bit scalar quantisation is built, and results are re-ranked on
-the full vectors so that scores are exact cosine similarities. Lexical search is Lance's
-native BM25 full-text index on ``text`` (English stemming and stop words, lower case,
-ASCII folding). Rows written after an index was built are searched by a flat scan until
-:meth:`LanceChunkIndex.replace_documents` folds them in with ``optimize()``.
+IVF index with 8-bit scalar quantisation is trained (IVF_SQ: at 200,000 chunks it
+trained in about 25 s on two cores where IVF_HNSW_SQ took 200 s, for similar query
+latency; HNSW's incremental delta segments also piled up and slowed every query), and
+results are re-ranked on the full vectors so that scores are exact cosine
+similarities. Lexical search is Lance's native BM25 full-text index on ``text``
+(English stemming and stop words, lower case, ASCII folding). Rows written since the
+last upkeep are searched by a flat scan, so every search sees every committed row.
 
 Scopes become a SQL ``WHERE`` clause applied as a prefilter, so a restrictive filter
 still yields ``k`` hits. Writes of one collection are serialised inside the process;
@@ -15,7 +17,11 @@ each is one Lance commit, and every query reads one committed version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +32,7 @@ import lancedb
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
-from lancedb.index import FTS, BTree, HnswSq, LabelList
+from lancedb.index import FTS, BTree, IvfSq, LabelList
 
 from atrium.rag.index._filters import (
     CollectionNotFoundError,
@@ -47,7 +53,12 @@ from atrium.rag.index._filters import (
 from atrium.rag.index.base import CollectionSpec
 from atrium.rag.types import ChunkRecord, FieldType, Hit, Op, Scalar, SearchScope
 
+_log = logging.getLogger(__name__)
 _SPEC_KEY: Final = b"atrium.spec"
+# Chunks without access groups are stored with this one label instead, so that "visible
+# to these groups" is a single array_has_any that the LABEL_LIST index answers (an OR
+# with array_length() = 0 scans every row). Real groups cannot contain NUL.
+_PUBLIC: Final = "\x00public"
 _VECTOR_INDEX: Final = "vector_idx"
 _TEXT_INDEX: Final = "text_idx"
 _ARROW_TYPES: Final[dict[FieldType, pa.DataType]] = {
@@ -80,21 +91,31 @@ class _Collection:
     table: lancedb.AsyncTable
     spec: CollectionSpec
     schema: pa.Schema
-    vector_indexed: bool
-    #: Rows written since indexes last caught up; searched by a flat scan until then.
+    #: Rows the vector index was trained on; 0 while there is none (search is exact).
+    vector_rows: int
+    #: Rows written since the indexes last caught up; searched by a flat scan until then.
     pending_rows: int
+    last_write: float = 0.0
+    upkeep: asyncio.Task[None] | None = None
     write_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class LanceChunkIndex:
     """A :class:`~atrium.rag.index.base.ChunkIndex` on LanceDB tables under ``path``.
 
-    ``ann_threshold``: rows at which a collection gets its vector index (searches are
-    exact below it). ``reindex_after_rows``: rows written or deleted after which the
-    indexes are brought up to date and small files compacted. ``nprobes``, ``ef`` and
-    ``refine_factor`` tune indexed vector search (see ``bench/rag_index_latency.py``).
-    ``keep_versions_for``: how long old table versions stay on disk for readers that
-    still use them.
+    Upkeep (``optimize()``: compaction, new rows folded into every index) runs when
+    ``reindex_after_rows`` rows were written or deleted since the last one, inside the
+    write that crossed it, and otherwise in the background once the collection has had
+    no write for ``reindex_idle_s`` seconds: rows outside the full-text index cost
+    every lexical query a flat scan (about 50 us a row), so they must not linger.
+
+    ``ann_threshold``: rows at which a collection gets its vector index (IVF with 8-bit
+    scalar quantisation; search is exact below it). The index is trained again when
+    the collection has doubled since, or has more than ``max_index_segments`` delta
+    segments. ``nprobes`` (IVF partitions searched at least; more when a filter leaves
+    fewer than ``k`` rows) and ``refine_factor`` (candidates re-ranked on full vectors)
+    tune it; see ``bench/rag_index_latency.py``. ``keep_versions_for``: how long old
+    table versions stay on disk for readers still using them.
     """
 
     def __init__(
@@ -103,23 +124,24 @@ class LanceChunkIndex:
         *,
         ann_threshold: int = 20_000,
         reindex_after_rows: int = 5_000,
-        nprobes: int = 8,
-        ef: int = 64,
-        refine_factor: int = 2,
-        rows_per_partition: int = 50_000,
+        reindex_idle_s: float = 1.0,
+        max_index_segments: int = 8,
+        nprobes: int = 20,
+        refine_factor: int = 3,
         keep_versions_for: timedelta = timedelta(hours=1),
     ) -> None:
         self._path = Path(path)
         self._ann_threshold = ann_threshold
         self._reindex_after_rows = reindex_after_rows
+        self._reindex_idle_s = reindex_idle_s
+        self._max_index_segments = max_index_segments
         self._nprobes = nprobes
-        self._ef = ef
         self._refine_factor = refine_factor
-        self._rows_per_partition = rows_per_partition
         self._keep_versions_for = keep_versions_for
         self._db: lancedb.AsyncConnection | None = None
         self._collections: dict[str, _Collection] = {}
         self._lock = asyncio.Lock()
+        self._closing = asyncio.Event()
 
     async def create(self, spec: CollectionSpec) -> None:
         """Create the collection's table and indexes; a no-op when it exists with ``spec``."""
@@ -137,7 +159,7 @@ class LanceChunkIndex:
             schema = _schema(spec)
             table = await db.create_table(spec.name, schema=schema)
             await _create_base_indexes(table)
-            self._collections[spec.name] = _Collection(table, spec, schema, False, 0)
+            self._collections[spec.name] = _Collection(table, spec, schema, 0, 0)
 
     async def drop(self, name: str) -> None:
         """Drop the collection's table; a no-op when there is none."""
@@ -145,6 +167,7 @@ class LanceChunkIndex:
         async with self._lock:
             collection = self._collections.pop(name, None)
             if collection is not None:
+                await _stop_upkeep(collection)
                 _close(collection.table)
             db = await self._connect()
             await db.drop_table(name, ignore_missing=True)
@@ -167,7 +190,7 @@ class LanceChunkIndex:
                 .when_not_matched_by_source_delete(scope)
                 .execute(data)
             )
-            await self._maintain(collection, result.num_rows + result.num_deleted_rows)
+            await self._after_write(collection, result.num_rows + result.num_deleted_rows)
 
     async def delete_source(self, name: str, source_id: str) -> int:
         """Delete the source's chunks in one commit; returns how many there were."""
@@ -182,7 +205,7 @@ class LanceChunkIndex:
                 .execute(empty)
             )
             deleted = int(result.num_deleted_rows)
-            await self._maintain(collection, deleted)
+            await self._after_write(collection, deleted)
         return deleted
 
     async def dense(
@@ -200,13 +223,13 @@ class LanceChunkIndex:
             .distance_type("cosine")
             .limit(k)
         )
-        if collection.vector_indexed:
+        if collection.vector_rows:
             # maximum_nprobes(0): probe further partitions while a filter leaves fewer
-            # than k rows, so restrictive scopes still fill k hits.
+            # than k rows, so restrictive scopes still fill k hits. Refining re-ranks on
+            # the full vectors, which also makes the scores exact.
             query = (
-                query.minimum_nprobes(self._nprobes)
-                .maximum_nprobes(0)
-                .ef(max(self._ef, k))
+                query.maximum_nprobes(0)
+                .minimum_nprobes(self._nprobes)
                 .refine_factor(self._refine_factor)
             )
         if where:
@@ -243,8 +266,22 @@ class LanceChunkIndex:
         collection = await self._collection(name)
         return int(await collection.table.count_rows())
 
+    async def optimize(self, name: str) -> None:
+        """Bring the collection's indexes up to date now (e.g. after a bulk load).
+
+        Otherwise this happens on its own once writes pause; see the class docstring.
+        """
+        collection = await self._collection(name)
+        async with collection.write_lock:
+            if collection.pending_rows:
+                await self._upkeep(collection)
+
     async def close(self) -> None:
-        """Close every open table and the connection; the data stays on disk."""
+        """Finish running upkeep, close every table and the connection; data stays on disk."""
+        self._closing.set()
+        tasks = [c.upkeep for c in self._collections.values() if c.upkeep is not None]
+        await asyncio.gather(*tasks)
+        self._closing = asyncio.Event()
         async with self._lock:
             for collection in self._collections.values():
                 _close(collection.table)
@@ -279,34 +316,83 @@ class LanceChunkIndex:
         table = await db.open_table(name)
         schema = await table.schema()
         spec = _spec_of(name, schema)
-        indexes = {index.name for index in await table.list_indices()}
-        stats = await table.index_stats(_TEXT_INDEX)
-        pending = stats.num_unindexed_rows if stats is not None else 0
-        collection = _Collection(table, spec, schema, _VECTOR_INDEX in indexes, pending)
+        text = await table.index_stats(_TEXT_INDEX)
+        vector = await table.index_stats(_VECTOR_INDEX)
+        pending = text.num_unindexed_rows if text is not None else 0
+        vector_rows = vector.num_indexed_rows if vector is not None else 0
+        collection = _Collection(table, spec, schema, vector_rows, pending)
         self._collections[name] = collection
+        if pending:  # left by a process that stopped before its upkeep
+            collection.last_write = time.monotonic()
+            collection.upkeep = asyncio.create_task(self._upkeep_when_idle(collection))
         return collection
 
-    async def _maintain(self, collection: _Collection, changed_rows: int) -> None:
-        """Build the vector index past the threshold; fold pending rows into the indexes.
+    async def _after_write(self, collection: _Collection, changed_rows: int) -> None:
+        """Count a write's rows; do upkeep now past the threshold, else once idle.
 
-        Called with the collection's write lock held, right after a write.
+        Called with the collection's write lock held.
         """
+        if changed_rows == 0:
+            return
         collection.pending_rows += changed_rows
-        if not collection.vector_indexed:
-            rows = int(await collection.table.count_rows())
-            if rows >= self._ann_threshold:
-                await collection.table.create_index(
-                    "vector",
-                    config=HnswSq(
-                        distance_type="cosine",
-                        num_partitions=max(1, rows // self._rows_per_partition),
-                    ),
-                    name=_VECTOR_INDEX,
-                )
-                collection.vector_indexed = True
+        collection.last_write = time.monotonic()
         if collection.pending_rows >= self._reindex_after_rows:
-            await collection.table.optimize(cleanup_older_than=self._keep_versions_for)
-            collection.pending_rows = 0
+            await self._upkeep(collection)
+        elif collection.upkeep is None or collection.upkeep.done():
+            collection.upkeep = asyncio.create_task(self._upkeep_when_idle(collection))
+
+    async def _upkeep_when_idle(self, collection: _Collection) -> None:
+        while collection.pending_rows and not self._closing.is_set():
+            wait = collection.last_write + self._reindex_idle_s - time.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), wait)
+                continue
+            async with collection.write_lock:
+                if not collection.pending_rows or self._closing.is_set():
+                    return
+                try:
+                    await self._upkeep(collection)
+                except (OSError, RuntimeError, ValueError):
+                    # Searches stay correct without upkeep, only slower; the next
+                    # write tries again.
+                    _log.exception("index upkeep of %s failed", collection.spec.name)
+                    return
+
+    async def _upkeep(self, collection: _Collection) -> None:
+        """Compact, fold pending rows into the indexes, (re)train the vector index."""
+        table = collection.table
+        await table.optimize(cleanup_older_than=self._keep_versions_for)
+        collection.pending_rows = 0
+        rows = int(await table.count_rows())
+        if not collection.vector_rows:
+            if rows >= self._ann_threshold:
+                await self._train_vector_index(collection, rows)
+            return
+        stats = await table.index_stats(_VECTOR_INDEX)
+        segments = (stats.num_indices or 1) if stats is not None else 1
+        if rows >= 2 * collection.vector_rows or segments > self._max_index_segments:
+            await self._train_vector_index(collection, rows)
+
+    async def _train_vector_index(self, collection: _Collection, rows: int) -> None:
+        config = IvfSq(distance_type="cosine", num_partitions=max(1, math.isqrt(rows)))
+        await collection.table.create_index(
+            "vector",
+            config=config,  # type: ignore[arg-type]  # IvfSq is accepted, not annotated
+            name=_VECTOR_INDEX,
+            replace=True,
+        )
+        collection.vector_rows = rows
+
+
+async def _stop_upkeep(collection: _Collection) -> None:
+    """Cancel a collection's idle upkeep; waits out one that is running."""
+    async with collection.write_lock:
+        # Holding the lock, the task is asleep or waiting for it, never mid-optimize.
+        if collection.upkeep is not None:
+            collection.upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collection.upkeep
 
 
 async def _table_names(db: lancedb.AsyncConnection) -> set[str]:
@@ -383,7 +469,7 @@ def _to_arrow(collection: _Collection, chunks: Sequence[ChunkRecord]) -> pa.Tabl
             "uri": chunk.uri,
             "created_at": chunk.created_at,
             "updated_at": chunk.updated_at,
-            "access_groups": list(chunk.access_groups),
+            "access_groups": list(chunk.access_groups) or [_PUBLIC],
             "metadata": encode_metadata(chunk.metadata),
             **declared_values(chunk, declared),
         }
@@ -403,11 +489,8 @@ def _where(scope: SearchScope, spec: CollectionSpec) -> str:
     conditions, groups = resolve_scope(scope, spec.fields)
     clauses = [_clause(condition) for condition in conditions]
     if groups is not None:
-        visible = "array_length(access_groups) = 0"
-        if groups:
-            names = ", ".join(_literal(group) for group in sorted(groups))
-            visible = f"({visible} OR array_has_any(access_groups, [{names}]))"
-        clauses.append(visible)
+        names = ", ".join(_literal(group) for group in [_PUBLIC, *sorted(groups)])
+        clauses.append(f"array_has_any(access_groups, [{names}])")
     return " AND ".join(clauses)
 
 
@@ -470,11 +553,15 @@ def _records(table: pa.Table, spec: CollectionSpec) -> list[ChunkRecord]:
             uri=columns["uri"][row],
             created_at=_utc(columns["created_at"][row]),
             updated_at=_utc(columns["updated_at"][row]),
-            access_groups=tuple(columns["access_groups"][row]),
+            access_groups=_groups(columns["access_groups"][row]),
             metadata=decode_metadata(columns["metadata"][row]),
         )
         for row in range(table.num_rows)
     ]
+
+
+def _groups(stored: list[str]) -> tuple[str, ...]:
+    return () if stored == [_PUBLIC] else tuple(stored)
 
 
 def _close(table: lancedb.AsyncTable) -> None:

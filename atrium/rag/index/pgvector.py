@@ -11,9 +11,11 @@ pgvector 0.8's iterative index scans keep walking the HNSW graph until ``k`` row
 the filter; when a scan still ends short (``hnsw.max_scan_tuples``) the query is run
 again without the index, so a restrictive scope always gets every match up to ``k``.
 
-Lexical search matches any of the query's stemmed terms (``plainto_tsquery`` with its
-``&`` turned into ``|``, as BM25 does) through the GIN index and ranks by
-``ts_rank_cd`` with length normalisation, a cover-density ranking without IDF.
+Lexical search matches any of the query's stemmed terms (as BM25 does) through the
+GIN index and ranks by ``ts_rank`` with length normalisation. Terms that ANALYZE found
+in more than ``max_term_share`` of the chunks are left out of the match: otherwise a
+query with one common word makes PostgreSQL rank a large part of the collection
+(BM25 would give such terms little weight anyway; PostgreSQL's ranking has no IDF).
 
 The spec of a collection is read back from its table's columns, so the database holds
 no other state.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import operator
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -59,7 +62,6 @@ from atrium.rag.types import ChunkRecord, FieldType, Hit, Op, SearchScope
 
 IterativeScan = Literal["strict_order", "relaxed_order", "off"]
 
-_REGCONFIG: Final[sa.ColumnClause[Any]] = sa.literal_column("'english'::regconfig")
 _PREFIX: Final = re.compile(r"[a-z_][a-z0-9_]{0,19}")
 _SQL_TYPES: Final[dict[FieldType, Any]] = {
     "string": sa.Text(),
@@ -84,9 +86,6 @@ _COMPARISONS: Final = {
     Op.LTE: operator.le,
 }
 _VECTOR_TYPE: Final = re.compile(r"vector\((\d+)\)")
-# The separators plainto_tsquery puts between lexemes: AND, and the phrase operators it
-# uses for hyphenated words. Lexemes are quoted and never contain spaces.
-_TSQUERY_JOINS: Final = r" (&|<->|<\d+>) "
 _ITERATIVE_SCAN_VERSION: Final = (0, 8, 0)
 _UNDEFINED_TABLE: Final = "42P01"
 
@@ -114,6 +113,8 @@ class PgVectorChunkIndex:
     ``engine`` is an SQLAlchemy async engine on asyncpg; :meth:`from_url` makes one that
     :meth:`close` disposes of. ``ef_search`` is HNSW's candidate list size (at least
     ``k`` is used); ``iterative_scan`` needs pgvector 0.8 and is ignored before it.
+    ``max_term_share``: lexical search leaves out query terms found in more than this
+    share of the chunks (as ANALYZE counted them), unless no other term is left.
     """
 
     def __init__(
@@ -121,11 +122,12 @@ class PgVectorChunkIndex:
         engine: AsyncEngine,
         *,
         table_prefix: str = "rag_chunks_",
-        ef_search: int = 64,
+        ef_search: int = 128,
         iterative_scan: IterativeScan = "strict_order",
         max_scan_tuples: int = 20_000,
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 64,
+        max_term_share: float = 0.02,
         owns_engine: bool = False,
     ) -> None:
         if _PREFIX.fullmatch(table_prefix) is None:
@@ -139,6 +141,8 @@ class PgVectorChunkIndex:
         self._owns_engine = owns_engine
         self._collections: dict[str, _Collection] = {}
         self._iterative_supported: bool | None = None
+        self._max_term_share = max_term_share
+        self._term_stats: dict[str, tuple[float, dict[str, float]]] = {}
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10, **options: Any) -> PgVectorChunkIndex:
@@ -170,6 +174,7 @@ class PgVectorChunkIndex:
         """Drop the collection's table; a no-op when there is none."""
         check_collection_name(name)
         self._collections.pop(name, None)
+        self._term_stats.pop(self._prefix + name, None)
         table = sa.Table(self._prefix + name, sa.MetaData())
         async with self._engine.begin() as conn:
             await conn.run_sync(lambda sync: table.drop(sync, checkfirst=True))
@@ -231,7 +236,7 @@ class PgVectorChunkIndex:
         return [Hit(_record(row._mapping), float(row.score)) for row in rows]
 
     async def lexical(self, name: str, query: str, k: int, scope: SearchScope) -> list[Hit]:
-        """The ``k`` chunks ranked best by ``ts_rank_cd`` among those with any query term."""
+        """The ``k`` chunks ranked best by ``ts_rank`` among those with a selective term."""
         check_k(k)
         collection = await self._collection(name)
         where = _where(collection, scope)
@@ -239,27 +244,36 @@ class PgVectorChunkIndex:
         if not query.strip():
             return []
         table = collection.table
-        terms = sa.cast(
-            sa.func.regexp_replace(
-                sa.cast(sa.func.plainto_tsquery(_REGCONFIG, query), sa.Text),
-                _TSQUERY_JOINS,
-                " | ",
-                "g",
-            ),
-            _TsQuery(),
-        )
-        # A scalar subquery is evaluated once per statement, and lets the GIN index serve @@.
-        tsquery = sa.select(terms).scalar_subquery()
-        rank = sa.func.ts_rank_cd(table.c.tsv, tsquery, 1)
-        statement = (
-            sa.select(*collection.columns, rank.label("score"))
-            .where(table.c.tsv.op("@@")(tsquery), *where)
-            .order_by(rank.desc(), table.c.chunk_id)
-            .limit(k)
-        )
         async with self._transaction(name) as conn:
+            lexemes = (await conn.execute(_LEXEMES, {"query": query})).scalar_one()
+            if not lexemes:
+                return []
+            frequencies = await self._term_frequencies(conn, table.name)
+            terms = _selective_terms(lexemes, frequencies, self._max_term_share)
+            tsquery = sa.cast(sa.literal(" | ".join(map(_quote_lexeme, terms))), _TsQuery())
+            rank = sa.func.ts_rank(table.c.tsv, tsquery, 1)
+            statement = (
+                sa.select(*collection.columns, rank.label("score"))
+                .where(table.c.tsv.op("@@")(tsquery), *where)
+                .order_by(rank.desc(), table.c.chunk_id)
+                .limit(k)
+            )
             rows = (await conn.execute(statement)).all()
         return [Hit(_record(row._mapping), float(row.score)) for row in rows]
+
+    async def _term_frequencies(self, conn: AsyncConnection, table_name: str) -> dict[str, float]:
+        """Share of chunks holding each common lexeme, from ANALYZE's statistics (cached)."""
+        cached = self._term_stats.get(table_name)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        row = (await conn.execute(_COMMON_LEXEMES, {"table": table_name})).first()
+        frequencies: dict[str, float] = {}
+        if row is not None and row.elems is not None:
+            # The frequency array has three summary values after the per-lexeme ones.
+            frequencies = dict(zip(row.elems, row.freqs, strict=False))
+        self._term_stats[table_name] = (now + _TERM_STATS_TTL_S, frequencies)
+        return frequencies
 
     async def get(self, name: str, chunk_ids: Sequence[str]) -> list[ChunkRecord]:
         """The chunks with these ids that exist."""
@@ -325,11 +339,35 @@ class PgVectorChunkIndex:
         await conn.execute(sa.select(*settings))
 
 
+_LEXEMES: Final = sa.text("SELECT tsvector_to_array(to_tsvector('english'::regconfig, :query))")
+_COMMON_LEXEMES: Final = sa.text(
+    "SELECT most_common_elems::text::text[] AS elems, most_common_elem_freqs AS freqs"
+    " FROM pg_stats WHERE schemaname = current_schema() AND tablename = :table"
+    " AND attname = 'tsv'"
+)
+_TERM_STATS_TTL_S: Final = 300.0
 _EXTENSION_VERSION: Final = sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
 _COLUMNS_OF: Final = sa.text(
     "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
     " WHERE attrelid = to_regclass(:relation) AND attnum > 0 AND NOT attisdropped"
 )
+
+
+def _selective_terms(
+    lexemes: Sequence[str], frequencies: dict[str, float], max_share: float
+) -> list[str]:
+    """The query's lexemes without the common ones (which would match, and make
+    PostgreSQL rank, a large part of the collection); the rarest two if all are common.
+
+    Leaving common terms out is what BM25's IDF nearly does to their weight anyway.
+    """
+    rare = [lexeme for lexeme in lexemes if frequencies.get(lexeme, 0.0) <= max_share]
+    return rare or sorted(lexemes, key=lambda lexeme: frequencies.get(lexeme, 0.0))[:2]
+
+
+def _quote_lexeme(lexeme: str) -> str:
+    """A lexeme as tsquery input: quoted, with quotes and backslashes doubled."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _lock_key(table_name: str) -> sa.ColumnElement[Any]:

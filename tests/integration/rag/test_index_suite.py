@@ -252,6 +252,32 @@ async def test_lexical_matches_stemmed_terms_and_ranks(make_index: IndexFactory,
     assert await index.lexical(collection, "   ", 5, ALL) == []
 
 
+async def test_lexical_ranks_rare_terms_above_common_ones(
+    make_index: IndexFactory, collection: str, backend: str, storage: str
+):
+    index = await open_collection(make_index, collection)
+    vectors = unit(np.random.default_rng(15), 120)
+    needles = {"c5", "c50", "c99"}
+    records = [
+        chunk(
+            f"c{i}",
+            vectors[i],
+            document_id=f"d{i}",
+            text=f"protein sample {i} {'glycosylation' if f'c{i}' in needles else 'assay'}",
+        )
+        for i in range(120)
+    ]
+    await index.replace_documents(collection, [f"d{i}" for i in range(120)], records)
+    if backend == "pgvector":  # statistics, as autovacuum gathers them, drive term selection
+        engine = create_async_engine(storage)
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("ANALYZE"))
+        await engine.dispose()
+    hits = await index.lexical(collection, "glycosylation of protein samples", 10, ALL)
+    assert ids(hits[:3]) == needles
+    assert len(await index.lexical(collection, "protein samples", 10, ALL)) == 10
+
+
 def _rows(rng: np.random.Generator) -> list[ChunkRecord]:
     """Twenty-four chunks whose fields cover every filter case, with some left empty."""
     vectors = unit(rng, 24)
@@ -531,12 +557,18 @@ async def test_reopen_after_close(make_index: IndexFactory, collection: str):
     assert await reopened.count(collection) == 3
 
 
+async def _lance_table(storage: str, collection: str) -> lancedb.AsyncTable:
+    return await (await lancedb.connect_async(storage)).open_table(collection)
+
+
 async def test_lance_builds_and_maintains_its_indexes(
     make_index: IndexFactory, collection: str, backend: str, storage: str
 ):
     if backend != "lance":
         pytest.skip("Lance's ANN threshold and index upkeep")
-    index = await open_collection(make_index, collection, ann_threshold=300, reindex_after_rows=200)
+    index = await open_collection(
+        make_index, collection, ann_threshold=300, reindex_after_rows=200, reindex_idle_s=600
+    )
     rng = np.random.default_rng(12)
     vectors = unit(rng, 700)
     rare = set(range(0, 700, 60))
@@ -554,21 +586,22 @@ async def test_lance_builds_and_maintains_its_indexes(
         ]
 
     for start in range(0, 600, 150):
-        await index.replace_documents(
-            collection, [f"d{i}" for i in range(start, start + 150)], batch(start, start + 150)
-        )
-    # Rows written after the last upkeep are outside the indexes and still found.
-    await index.replace_documents(collection, [f"d{i}" for i in range(600, 700)], batch(600, 700))
-
-    table = await (await lancedb.connect_async(storage)).open_table(collection)
-    indexes = {config.name: config for config in await table.list_indices()}
-    assert "vector_idx" in indexes
+        documents = [f"d{i}" for i in range(start, start + 150)]
+        await index.replace_documents(collection, documents, batch(start, start + 150))
+    table = await _lance_table(storage, collection)
     stats = await table.index_stats("vector_idx")
+    # Trained at 300 rows, trained again at 600 (doubled), each past 200 written rows.
+    assert stats is not None
+    assert (stats.num_indexed_rows, stats.num_unindexed_rows) == (600, 0)
+    # Rows written since the last upkeep are outside the indexes, and still found.
+    await index.replace_documents(collection, [f"d{i}" for i in range(600, 700)], batch(600, 700))
+    await table.checkout_latest()
+    stats = await table.index_stats("text_idx")
     assert stats is not None
     assert stats.num_unindexed_rows == 100
-
     assert ids(await index.lexical(collection, "row650", 5, ALL)) == {"c650"}
     assert ids(await index.dense(collection, vectors[650], 1, ALL)) == {"c650"}
+
     query = unit(rng, 1)[0]
     truth = [f"c{i}" for i in np.argsort(-(vectors @ query))[:10]]
     hits = await index.dense(collection, query, 10, ALL)
@@ -579,6 +612,30 @@ async def test_lance_builds_and_maintains_its_indexes(
     by_score = sorted(rare, key=lambda i: -float(vectors[i] @ query))
     hits = await index.dense(collection, query, 10, scope)
     assert [hit.record.chunk_id for hit in hits] == [f"c{i}" for i in by_score[:10]]
+
+
+async def test_lance_upkeep_runs_once_writes_pause(
+    make_index: IndexFactory, collection: str, backend: str, storage: str
+):
+    if backend != "lance":
+        pytest.skip("Lance's index upkeep")
+    index = await open_collection(make_index, collection, ann_threshold=100, reindex_idle_s=0.05)
+    vectors = unit(np.random.default_rng(14), 150)
+    records = [chunk(f"c{i}", vectors[i], document_id=f"d{i}") for i in range(150)]
+    await index.replace_documents(collection, [f"d{i}" for i in range(150)], records)
+    table = await _lance_table(storage, collection)
+    for _ in range(200):
+        await table.checkout_latest()
+        stats = await table.index_stats("vector_idx")
+        if stats is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert stats is not None
+    assert stats.num_indexed_rows == 150
+    text = await table.index_stats("text_idx")
+    assert text is not None
+    assert text.num_unindexed_rows == 0
+    assert ids(await index.dense(collection, vectors[7], 1, ALL)) == {"c7"}
 
 
 async def test_pgvector_filtered_hnsw_scans_fill_k(
