@@ -74,7 +74,7 @@ NAME = "rag_beir"
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "beir" / "scifact"
 KB = "kb_scifact"
 #: Chunks asked of the retriever for ranking documents (recall@100 needs 100 documents;
-#: with the default 200 candidates per search there are up to 400 to rank).
+#: with the default 100 candidates per search there are up to 200 to rank).
 DEPTH = 400
 MODES: dict[str, dict[str, Any]] = {
     "lexical": {"mode": "lexical"},
@@ -450,7 +450,9 @@ def markdown(results: JSONDict, facts: JSONDict) -> str:
     lines = [
         f"# RAG on BEIR SciFact ({results['queries']} test queries, "
         f"{results['documents']:,} documents)\n",
-        f"Machine: {facts.get('cpu')}, {facts.get('cpus')} CPUs. Commit {facts.get('commit')}.\n",
+        f"Machine: {facts.get('cpu_model')}, {facts.get('cpus_usable')} usable CPUs, "
+        f"load {facts.get('load_average_1_5_15')} at the end; Atrium commit "
+        f"{str(facts.get('atrium', {}).get('commit', ''))[:10]}.\n",
         "## Retrieval quality (no query-specific tuning)\n",
         markdown_table(
             ["retrieval", "nDCG@10", "recall@100"],
