@@ -62,13 +62,13 @@ def knowledge_router(service: KnowledgeService, auth: KeyAuthenticator) -> APIRo
 
     @router.get("")
     async def list_all(request: Request) -> Response:
-        await caller(request)
-        return json_response({"object": "list", "data": await service.list_all()})
+        who = await caller(request)
+        return json_response({"object": "list", "data": await service.list_all(who)})
 
     @router.get("/{kb}")
     async def describe(kb: str, request: Request) -> Response:
-        await caller(request)
-        return json_response(await service.describe(kb))
+        who = await caller(request)
+        return json_response(await service.describe(kb, who))
 
     @router.patch("/{kb}")
     async def update(kb: str, request: Request) -> Response:
@@ -89,7 +89,8 @@ def knowledge_router(service: KnowledgeService, auth: KeyAuthenticator) -> APIRo
 
     @router.get("/{kb}/sources")
     async def sources(kb: str, request: Request) -> Response:
-        await caller(request)
+        # Source configurations name paths, URLs and queries: administrators only.
+        await admin(request)
         return json_response({"object": "list", "data": await service.sources(kb)})
 
     @router.delete("/{kb}/sources/{source}")
@@ -111,11 +112,10 @@ def knowledge_router(service: KnowledgeService, auth: KeyAuthenticator) -> APIRo
 
     @router.get("/{kb}/documents")
     async def documents(kb: str, request: Request) -> Response:
-        await caller(request)
+        who = await caller(request)
         query = parse_data(_DocumentQuery, dict(request.query_params))
-        return json_response(
-            {"object": "list", "data": await service.documents(kb, status=query.status)}
-        )
+        data = await service.documents(kb, status=query.status, caller=who)
+        return json_response({"object": "list", "data": data})
 
     @router.delete("/{kb}/documents/{document}")
     async def delete_document(kb: str, document: str, request: Request) -> Response:

@@ -137,10 +137,22 @@ class KnowledgeService:
             raise
         return await self.describe(record.id)
 
-    async def describe(self, id_or_name: str) -> dict[str, Any]:
-        """A knowledge base with its spec, sources and counts."""
+    async def describe(self, id_or_name: str, caller: Caller | None = None) -> dict[str, Any]:
+        """A knowledge base with its spec, sources and counts.
+
+        A caller that is not an administrator must be in its access groups, and sees
+        each source's name and sync state, not its configuration (paths, URLs, queries).
+        """
         record = await self._repo.get_kb(id_or_name)
+        if caller is not None:
+            self._check_access(record, caller)
         sources = await self._repo.sources(record.id)
+        public_sources = [_source_public(source) for source in sources]
+        if caller is not None and caller.groups is not None:
+            public_sources = [
+                {key: item[key] for key in ("id", "name", "status", "last_sync_at")}
+                for item in public_sources
+            ]
         documents = await self._repo.list_documents(record.id)
         failed = sum(1 for document in documents if document.status == "failed")
         return {
@@ -149,7 +161,7 @@ class KnowledgeService:
             "name": record.name,
             **_spec(record).model_dump(mode="json"),
             "dimensions": record.spec.get("dimensions"),
-            "sources": [_source_public(source) for source in sources],
+            "sources": public_sources,
             "documents": len(documents),
             "failed_documents": failed,
             "chunks": await self._index.count(record.id),
@@ -157,8 +169,13 @@ class KnowledgeService:
             "updated_at": record.updated_at.isoformat(),
         }
 
-    async def list_all(self) -> list[dict[str, Any]]:
-        """Every knowledge base (without per-source detail)."""
+    async def list_all(self, caller: Caller | None = None) -> list[dict[str, Any]]:
+        """The knowledge bases ``caller`` may query (every one for an administrator)."""
+        records = [
+            record
+            for record in await self._repo.list_kbs()
+            if caller is None or self._may_access(record, caller)
+        ]
         return [
             {
                 "id": record.id,
@@ -168,7 +185,7 @@ class KnowledgeService:
                 "embedder": record.spec.get("embedder"),
                 "created_at": record.created_at.isoformat(),
             }
-            for record in await self._repo.list_kbs()
+            for record in records
         ]
 
     async def update(self, id_or_name: str, changes: dict[str, Any]) -> dict[str, Any]:
@@ -230,10 +247,12 @@ class KnowledgeService:
             await self._repo.delete_source(found.id)
 
     async def documents(
-        self, id_or_name: str, *, status: str | None = None
+        self, id_or_name: str, *, status: str | None = None, caller: Caller | None = None
     ) -> list[dict[str, Any]]:
         """A knowledge base's documents (optionally only failed or indexed ones)."""
         record = await self._repo.get_kb(id_or_name)
+        if caller is not None:
+            self._check_access(record, caller)
         return [
             {
                 "id": d.id,
@@ -617,11 +636,12 @@ class KnowledgeService:
             query_vector=None if vector is None else vector.astype("<f4").tobytes(),
         )
 
+    def _may_access(self, record: KnowledgeBaseRecord, caller: Caller) -> bool:
+        groups = _spec(record).access_groups
+        return caller.groups is None or not groups or not caller.groups.isdisjoint(groups)
+
     def _check_access(self, record: KnowledgeBaseRecord, caller: Caller) -> None:
-        spec = _spec(record)
-        if caller.groups is None or not spec.access_groups:
-            return
-        if caller.groups.isdisjoint(spec.access_groups):
+        if not self._may_access(record, caller):
             msg = f"this API key is in none of the access groups of knowledge base {record.name!r}"
             raise PermissionDeniedError(msg)
 

@@ -270,6 +270,19 @@ async def test_access_groups_decide_what_a_key_sees(running: Running) -> None:
     }
     manage = await risk.post("/v1/knowledge-bases", json={"name": "mine"})
     assert manage.status_code == 403
+
+    # Outside the groups: not listed, not described; inside: no source configuration.
+    listed = {kb["name"] for kb in (await outsider.get("/v1/knowledge-bases")).json()["data"]}
+    assert "restricted" not in listed
+    assert (await outsider.get("/v1/knowledge-bases/restricted")).status_code == 403
+    assert (await outsider.get("/v1/knowledge-bases/restricted/documents")).status_code == 403
+    shown = (await risk.get("/v1/knowledge-bases/restricted")).json()
+    assert {s["name"] for s in shown["sources"]} == {"uploads", "desk-a"}
+    assert all("connector" not in s for s in shown["sources"])
+    assert (await risk.get("/v1/knowledge-bases/restricted/sources")).status_code == 403
+    assert "restricted" in {
+        kb["name"] for kb in (await risk.get("/v1/knowledge-bases")).json()["data"]
+    }
     for client in (outsider, risk, both):
         await client.aclose()
 
