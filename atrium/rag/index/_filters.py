@@ -277,3 +277,22 @@ def _decode_scalar(value: object) -> Scalar:
     if isinstance(value, str | int | float | bool):
         return value
     raise ValueError(f"unexpected stored metadata value {value!r}")
+
+
+def scalar_columns(chunk: ChunkRecord) -> dict[str, Any]:
+    """A chunk's plain columns, named as both backends store them."""
+    return {
+        "chunk_id": chunk.chunk_id,
+        "document_id": chunk.document_id,
+        "source_id": chunk.source_id,
+        "ordinal": chunk.ordinal,
+        "text": chunk.text,
+        "context": chunk.context,
+        "title": chunk.title,
+        "doc_type": chunk.doc_type,
+        "section": chunk.section,
+        "page": chunk.page,
+        "uri": chunk.uri,
+        "created_at": chunk.created_at,
+        "updated_at": chunk.updated_at,
+    }

@@ -49,6 +49,7 @@ from atrium.rag.index._filters import (
     field_of,
     lexical_query,
     resolve_scope,
+    scalar_columns,
 )
 from atrium.rag.index.base import CollectionSpec
 from atrium.rag.types import ChunkRecord, FieldType, Hit, Op, Scalar, SearchScope
@@ -456,19 +457,7 @@ def _to_arrow(collection: _Collection, chunks: Sequence[ChunkRecord]) -> pa.Tabl
     columns: dict[str, list[Any]] = {name: [] for name in collection.schema.names}
     for chunk in chunks:
         row: dict[str, Any] = {
-            "chunk_id": chunk.chunk_id,
-            "document_id": chunk.document_id,
-            "source_id": chunk.source_id,
-            "ordinal": chunk.ordinal,
-            "text": chunk.text,
-            "context": chunk.context,
-            "title": chunk.title,
-            "doc_type": chunk.doc_type,
-            "section": chunk.section,
-            "page": chunk.page,
-            "uri": chunk.uri,
-            "created_at": chunk.created_at,
-            "updated_at": chunk.updated_at,
+            **scalar_columns(chunk),
             "access_groups": list(chunk.access_groups) or [_PUBLIC],
             "metadata": encode_metadata(chunk.metadata),
             **declared_values(chunk, declared),

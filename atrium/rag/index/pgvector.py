@@ -56,6 +56,7 @@ from atrium.rag.index._filters import (
     lexical_query,
     metadata_to_json,
     resolve_scope,
+    scalar_columns,
 )
 from atrium.rag.index.base import CollectionSpec
 from atrium.rag.types import ChunkRecord, FieldType, Hit, Op, SearchScope
@@ -479,19 +480,7 @@ def _clause(column: sa.Column[Any], condition: TypedCondition) -> sa.ColumnEleme
 
 def _row(chunk: ChunkRecord, spec: CollectionSpec) -> dict[str, Any]:
     return {
-        "chunk_id": chunk.chunk_id,
-        "document_id": chunk.document_id,
-        "source_id": chunk.source_id,
-        "ordinal": chunk.ordinal,
-        "text": chunk.text,
-        "context": chunk.context,
-        "title": chunk.title,
-        "doc_type": chunk.doc_type,
-        "section": chunk.section,
-        "page": chunk.page,
-        "uri": chunk.uri,
-        "created_at": chunk.created_at,
-        "updated_at": chunk.updated_at,
+        **scalar_columns(chunk),
         "access_groups": list(chunk.access_groups),
         "metadata": metadata_to_json(chunk.metadata),
         "embedding": np.asarray(chunk.vector, dtype=np.float32),
