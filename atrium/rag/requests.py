@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -82,7 +82,9 @@ class Answer:
     citations: list[Citation]
     retrieval: RetrievalResult
     model: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    kb_id: str = ""
+    #: The answer model's token usage (None for retrieval only).
+    usage: dict[str, Any] | None = None
 
     def to_public(self) -> dict[str, Any]:
         """A JSON-safe view."""
@@ -91,6 +93,7 @@ class Answer:
             "query_id": self.query_id,
             "answer": self.answer,
             "model": self.model,
+            "usage": self.usage,
             "citations": [citation.to_public() for citation in self.citations],
             "context": [
                 {

@@ -322,11 +322,12 @@ def _weighted(
     dense_mean, dense_std = _zscores([hit.score for hit in dense])
     lexical_mean, lexical_std = _zscores([hit.score for hit in lexical])
     lexical_floor = min(hit.score for hit in lexical)
+    dense_floor = min(hit.score for hit in dense)
     for chunk in chunks.values():
         if chunk.dense is None and vector is not None:
             # The stored vector gives the exact similarity of a lexical-only candidate.
             chunk.dense = float(np.dot(chunk.record.vector, vector))
-        dense_score = chunk.dense if chunk.dense is not None else min(h.score for h in dense)
+        dense_score = chunk.dense if chunk.dense is not None else dense_floor
         lexical_score = chunk.lexical if chunk.lexical is not None else lexical_floor
         chunk.score = (
             weight * (dense_score - dense_mean) / dense_std

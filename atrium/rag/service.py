@@ -39,6 +39,7 @@ from atrium.rag.answer import (
 )
 from atrium.rag.connectors import (
     SOURCE_SPECS,
+    Connector,
     Documents,
     FolderSource,
     SecretGetter,
@@ -432,7 +433,7 @@ class KnowledgeService:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def _connector(self, spec: SourceSpec) -> Any:
+    def _connector(self, spec: SourceSpec) -> Connector:
         return build_connector(
             spec,
             secrets=self._secrets,
@@ -459,7 +460,7 @@ class KnowledgeService:
         query_id = await self._remember(
             record, caller=caller, query=body.query, answer=None, citations=citations, result=result
         )
-        return Answer(query_id, None, citations, result)
+        return Answer(query_id, None, citations, result, kb_id=record.id)
 
     async def query(self, id_or_name: str, caller: Caller, body: QueryRequest) -> Answer:
         """Retrieve, then answer from the retrieved context with citations."""
@@ -472,7 +473,9 @@ class KnowledgeService:
             record, caller=caller, query=body.query, answer=text, citations=citations, result=result
         )
         model = str(response.get("model") or body.model or spec.answer_model)
-        return Answer(query_id, text, citations, result, model, {"usage": response.get("usage")})
+        return Answer(
+            query_id, text, citations, result, model, record.id, usage=response.get("usage")
+        )
 
     async def query_stream(
         self, id_or_name: str, caller: Caller, body: QueryRequest
@@ -482,13 +485,12 @@ class KnowledgeService:
         citations, request = self._prepare_answer(record, spec, caller, body, result, stream=True)
         events = await self._chat.chat(caller.authorization, request)
         assert not isinstance(events, dict)
-        answer = Answer("", None, citations, result, body.model or spec.answer_model)
-        answer.extra["kb_id"] = record.id
+        answer = Answer("", None, citations, result, body.model or spec.answer_model, record.id)
         return answer, stream_deltas(events)
 
     async def finish(self, answer: Answer, caller: Caller, query: str, text: str) -> str:
         """Record a streamed answer once it is complete; returns the query id."""
-        record = await self._repo.get_kb(str(answer.extra["kb_id"]))
+        record = await self._repo.get_kb(answer.kb_id)
         answer.answer = text
         answer.query_id = await self._remember(
             record,

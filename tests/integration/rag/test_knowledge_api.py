@@ -127,6 +127,7 @@ async def test_uploaded_documents_are_searched_and_answered_with_citations(
     body = answered.json()
     assert body["answer"].strip()
     assert body["query_id"].startswith("qry_")
+    assert body["usage"]["completion_tokens"] > 0
     first = body["citations"][0]
     assert first["title"] == "energy.txt"
     assert first["snippet"] == ENERGY
