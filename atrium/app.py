@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from secrets import token_hex
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -22,6 +25,7 @@ from atrium.api.knowledge import UPLOAD_PATH, caller_of, knowledge_router
 from atrium.api.routes import routes_router
 from atrium.api.secrets import secrets_router
 from atrium.api.usage import usage_router
+from atrium.api.workflows import hooks_router, workflows_router
 from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
 from atrium.bus.base import cancel_and_wait
 from atrium.core.errors import InvalidRequestError
@@ -59,6 +63,21 @@ from atrium.store.routes import RouteRepository
 from atrium.store.secrets import SecretStore, load_or_create_key
 from atrium.store.teams import TeamRepository
 from atrium.store.usage import UsageRepository
+from atrium.store.workflows import WorkflowRepository
+from atrium.workflows.adapters import (
+    FsspecArtifacts,
+    GatewayModels,
+    KnowledgeRetriever,
+    ParsedDocuments,
+    StoredSecrets,
+)
+from atrium.workflows.blocks.base import BlockRegistry, BlockServices
+from atrium.workflows.blocks.library import default_blocks
+from atrium.workflows.engine import EngineConfig, WorkflowEngine
+from atrium.workflows.recorder import RunRecorder
+from atrium.workflows.service import WorkflowService
+from atrium.workflows.triggers import TriggerService
+from atrium.workflows.workers import WorkerMonitor
 
 log = logging.getLogger("atrium")
 
@@ -94,6 +113,9 @@ class Platform:
     secrets: SecretStore
     index: ChunkIndex
     knowledge: KnowledgeService
+    workflows: WorkflowService
+    triggers: TriggerService
+    worker_monitor: WorkerMonitor | None = None
     redis: aioredis.Redis | None = None
     cache: ResponseCache | None = None
     announce_key: KeyAnnouncer = _announce_to_stderr
@@ -109,6 +131,11 @@ class Platform:
         await self.publisher.start()
         await self.catalog.start()
         self._scheduler = asyncio.create_task(self.knowledge.run_scheduler())
+        if self.settings.workflows.enabled:
+            await self.workflows.engine.start()
+            await self.triggers.start()
+            if self.worker_monitor is not None:
+                await self.worker_monitor.start()
         log.info("atrium %s ready: %s", __version__, ", ".join(self.catalog.names()))
 
     async def close(self) -> None:
@@ -128,6 +155,11 @@ class Platform:
             stack.push_async_callback(self.index.close)
             if self._scheduler is not None:
                 stack.push_async_callback(cancel_and_wait, self._scheduler)
+            if self.settings.workflows.enabled:
+                stack.push_async_callback(self.workflows.engine.close)
+                stack.push_async_callback(self.triggers.close)
+                if self.worker_monitor is not None:
+                    stack.push_async_callback(self.worker_monitor.close)
 
     async def _bootstrap_key(self) -> None:
         configured = self.settings.auth.bootstrap_key
@@ -218,7 +250,13 @@ def build_platform(
         config=_rag_config(settings),
     )
     inference.delegate(RAG_PREFIX, RagChatCompletions(knowledge, inference, _rag_caller(auth)))
+    workflows = _workflows(
+        settings, db=db, inference=inference, auth=auth, knowledge=knowledge, secret_store=secrets
+    )
     return Platform(
+        workflows=workflows,
+        triggers=TriggerService(workflows.repo, workflows.engine, secrets, bus),
+        worker_monitor=_worker_monitor(settings, workflows),
         settings=settings,
         secrets=secrets,
         index=index,
@@ -271,17 +309,7 @@ def _index(settings: Settings) -> ChunkIndex:
 
 def _rag_config(settings: Settings) -> RagConfig:
     rag, data_dir = settings.rag, settings.data_dir.resolve()
-    hosts, networks = [], []
-    for entry in rag.allowed_hosts:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            hosts.append(entry)
-    policy = NetworkPolicy(
-        allow_private=rag.allow_private_networks,
-        allowed_hosts=tuple(hosts),
-        allowed_networks=tuple(networks),
-    )
+    policy = _network_policy(rag.allow_private_networks, rag.allowed_hosts)
     protected = (data_dir / "atrium.db", data_dir / "secret.key", data_dir / "index")
     return RagConfig(
         data_dir=data_dir,
@@ -289,6 +317,93 @@ def _rag_config(settings: Settings) -> RagConfig:
         folder_roots=tuple(root.resolve() for root in rag.folder_roots),
         protected_paths=protected,
         policy=policy,
+    )
+
+
+def _network_policy(allow_private: bool, allowed: list[str]) -> NetworkPolicy:
+    hosts, networks = [], []
+    for entry in allowed:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            hosts.append(entry)
+    return NetworkPolicy(
+        allow_private=allow_private, allowed_hosts=tuple(hosts), allowed_networks=tuple(networks)
+    )
+
+
+def _engine_config(settings: Settings) -> EngineConfig:
+    wf = settings.workflows
+    url = wf.system_database_url
+    if url is None and settings.store.url and settings.store.url.startswith("postgresql"):
+        url = "postgresql://" + settings.store.url.split("://", 1)[1]
+    if url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{settings.data_dir.resolve() / 'workflows.sqlite'}"
+    executor = wf.executor_id
+    if executor is None:
+        executor = (
+            "local"
+            if url.startswith("sqlite")
+            else f"{socket.gethostname()}-{os.getpid()}-{token_hex(3)}"
+        )
+    return EngineConfig(
+        system_database_url=url,
+        executor_id=executor,
+        queue_concurrency=wf.queue_concurrency,
+        listen_queue=wf.worker,
+    )
+
+
+def _workflows(
+    settings: Settings,
+    *,
+    db: Database,
+    inference: InferenceService,
+    auth: KeyAuthenticator,
+    knowledge: KnowledgeService,
+    secret_store: SecretStore,
+) -> WorkflowService:
+    wf = settings.workflows
+    repo = WorkflowRepository(db)
+    artifacts = FsspecArtifacts(wf.artifacts_url or str(settings.data_dir.resolve() / "artifacts"))
+    services = BlockServices(
+        models=GatewayModels(inference, auth),
+        knowledge=KnowledgeRetriever(knowledge, auth),
+        secrets=StoredSecrets(secret_store),
+        artifacts=artifacts,
+        documents=ParsedDocuments(settings.rag.max_upload_bytes),
+        network_policy=_network_policy(wf.allow_private_networks, wf.allowed_hosts),
+        smtp=wf.smtp.model_dump(),
+    )
+    engine = WorkflowEngine(
+        config=_engine_config(settings),
+        registry=BlockRegistry(default_blocks()),
+        services=services,
+        store=repo,
+        recorder=RunRecorder(repo),
+    )
+    return WorkflowService(
+        repo,
+        engine,
+        artifacts,
+        sync_timeout=wf.sync_timeout_seconds,
+        max_inputs_bytes=wf.max_inputs_bytes,
+    )
+
+
+def _worker_monitor(settings: Settings, workflows: WorkflowService) -> WorkerMonitor | None:
+    """Workers on a shared PostgreSQL take over each other's runs; SQLite has one process."""
+    config = workflows.engine.config
+    if config.system_database_url.startswith("sqlite"):
+        return None
+    return WorkerMonitor(
+        workflows.repo,
+        workflows.engine,
+        executor_id=config.executor_id,
+        role="worker" if settings.workflows.worker else "api",
+        heartbeat_seconds=settings.workflows.heartbeat_seconds,
+        takeover_after_seconds=settings.workflows.takeover_after_seconds,
     )
 
 
@@ -333,6 +448,8 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(routes_router(platform.route_admin, platform.routes, platform.auth))
     app.include_router(knowledge_router(platform.knowledge, platform.auth))
     app.include_router(secrets_router(platform.secrets, platform.auth))
+    app.include_router(workflows_router(platform.workflows, platform.triggers, platform.auth))
+    app.include_router(hooks_router(platform.triggers))
     app.include_router(
         health_router(
             platform.db,

@@ -450,6 +450,69 @@ class RagSettings(BaseModel):
     )
 
 
+class SmtpSettings(BaseModel):
+    """The mail server Notify blocks send email through."""
+
+    host: str | None = Field(None, description="SMTP host; unset: email notifications are refused.")
+    port: int = Field(587, ge=1, le=65535)
+    username: str | None = None
+    password_secret: str | None = Field(
+        None, description="Name of the stored secret holding the SMTP password."
+    )
+    starttls: bool = True
+    from_address: str | None = Field(None, description="Default sender address.")
+
+
+class WorkflowSettings(BaseModel):
+    """The workflow engine (durable runs on DBOS)."""
+
+    enabled: bool = Field(True, description="Run the workflow engine in this process.")
+    system_database_url: str | None = Field(
+        None,
+        description=(
+            "DBOS system database (SQLAlchemy URL, e.g. postgresql://user@host:5432/atrium). "
+            "Default: SQLite at <data_dir>/workflows.sqlite, or the store's PostgreSQL "
+            "database when store.url is PostgreSQL."
+        ),
+    )
+    executor_id: str | None = Field(
+        None,
+        description=(
+            "This process's DBOS executor id. Default: 'local' on SQLite (a restart "
+            "recovers its runs); host-pid-random on PostgreSQL (a worker that dies is "
+            "taken over by the others)."
+        ),
+    )
+    worker: bool = Field(
+        True, description="Take runs from the shared queue (off: this replica only serves the API)."
+    )
+    queue_concurrency: int = Field(16, ge=1, le=1024, description="Queued runs per worker at once.")
+    heartbeat_seconds: float = Field(2.0, gt=0, le=60, description="Worker heartbeat period.")
+    takeover_after_seconds: float = Field(
+        10.0, gt=0, le=3600, description="A worker silent this long has its runs taken over."
+    )
+    sync_timeout_seconds: float = Field(
+        60.0, gt=0, le=3600, description="Longest a synchronous run request waits."
+    )
+    max_inputs_bytes: int = Field(1 * _MIB, ge=1024, description="Largest run input accepted.")
+    allow_private_networks: bool = Field(
+        False,
+        description="Let HTTP and Notify blocks reach private, loopback and link-local addresses.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts (or IPs / CIDRs) blocks may reach even when private.",
+    )
+    artifacts_url: str | None = Field(
+        None,
+        description=(
+            "Where run artifacts (reports) are stored: any fsspec URL (gs://bucket/path, "
+            "s3://...). Default: <data_dir>/artifacts."
+        ),
+    )
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+
+
 class Settings(BaseSettings):
     """The root of Atrium's settings."""
 
@@ -481,6 +544,7 @@ class Settings(BaseSettings):
         description="Model (canonical name) -> USD per million tokens, for spend reporting.",
     )
     rag: RagSettings = Field(default_factory=RagSettings)
+    workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     secret_key: SecretStr | None = Field(
         None,
         description=(

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from atrium.core.errors import AuthenticationError, PermissionDeniedError
+from atrium.core.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from atrium.store.keys import ApiKey, ApiKeyRepository, Scope, hash_key
 
 _MAX_CACHED = 10_000
@@ -48,14 +48,17 @@ class KeyAuthenticator:
         secret = _bearer(authorization)
         digest = hash_key(secret)
         key = self._cached(digest) or await self._load(secret, digest)
-        now = datetime.now(UTC)
-        if key.revoked_at is not None:
-            msg = "this API key has been revoked"
-            raise AuthenticationError(msg, code="revoked_api_key")
-        if key.expires_at is not None and key.expires_at <= now:
-            msg = "this API key has expired"
-            raise AuthenticationError(msg, code="expired_api_key")
-        return Principal(key)
+        return _active(key)
+
+    async def principal_for(self, key_id: str) -> Principal:
+        """The principal of a stored key by id (work done later on a caller's behalf, such
+        as a workflow run); 401 when the key has since been revoked or has expired."""
+        try:
+            key = await self._keys.get(key_id)
+        except NotFoundError:
+            msg = "the API key this work runs as no longer exists"
+            raise AuthenticationError(msg) from None
+        return _active(key)
 
     async def require_admin(self, authorization: str | None) -> Principal:
         """The caller's principal if its key has the ``admin`` scope; 401 or 403 otherwise."""
@@ -88,6 +91,16 @@ class KeyAuthenticator:
             if len(self._cache) > _MAX_CACHED:
                 self._cache.popitem(last=False)
         return key
+
+
+def _active(key: ApiKey) -> Principal:
+    if key.revoked_at is not None:
+        msg = "this API key has been revoked"
+        raise AuthenticationError(msg, code="revoked_api_key")
+    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+        msg = "this API key has expired"
+        raise AuthenticationError(msg, code="expired_api_key")
+    return Principal(key)
 
 
 def _bearer(authorization: str | None) -> str:

@@ -167,6 +167,11 @@ class InferenceService:
         call = _Call(Endpoint.CHAT, time.perf_counter())
         return await self._guard(call, self._chat(call, authorization, body))
 
+    async def chat_as(self, principal: Principal, body: bytes) -> JSON | Sse:
+        """A chat completion for an already verified key (a workflow run acting as its key)."""
+        call = _Call(Endpoint.CHAT, time.perf_counter())
+        return await self._guard(call, self._chat(call, principal, body))
+
     async def complete(self, authorization: str | None, body: bytes) -> JSON | Sse:
         """``POST /v1/completions``."""
         call = _Call(Endpoint.COMPLETIONS, time.perf_counter())
@@ -179,7 +184,9 @@ class InferenceService:
         assert isinstance(result, dict)
         return result
 
-    async def _chat(self, call: _Call, authorization: str | None, body: bytes) -> JSON | Sse:
+    async def _chat(
+        self, call: _Call, authorization: str | Principal | None, body: bytes
+    ) -> JSON | Sse:
         request, entry = await self._admit(call, authorization, body, ChatCompletionRequest)
         if request.tools and Capability.TOOLS not in entry.backend.capabilities:
             msg = f"model {request.model!r} does not support tools"
@@ -243,10 +250,14 @@ class InferenceService:
         return self._finish(call, await _timed(call, entry.backend.embed(request)))
 
     async def _admit(
-        self, call: _Call, authorization: str | None, body: bytes, schema: type[R]
+        self, call: _Call, authorization: str | Principal | None, body: bytes, schema: type[R]
     ) -> tuple[R, CatalogEntry]:
         """Authenticate, parse, resolve, authorize and reserve: everything before the model."""
-        call.principal = await self._auth.authenticate(authorization)
+        call.principal = (
+            authorization
+            if isinstance(authorization, Principal)
+            else await self._auth.authenticate(authorization)
+        )
         request = parse_body(schema, body)
         model_name: str = getattr(request, "model", "")
         entry = self._catalog.resolve(model_name)

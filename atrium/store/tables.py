@@ -6,10 +6,12 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -223,3 +225,111 @@ class SecretRow(Base):
     ciphertext: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class WorkflowRow(Base):
+    """A workflow: its editable draft and the number of its latest published version."""
+
+    __tablename__ = "workflows"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    draft: Mapped[dict[str, object] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    draft_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    published_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class WorkflowVersionRow(Base):
+    """A published, immutable copy of a workflow's definition."""
+
+    __tablename__ = "workflow_versions"
+    __table_args__ = (
+        UniqueConstraint("workflow_id", "version", name="uq_workflow_versions_workflow_id_version"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(40), ForeignKey("workflows.id"), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    definition: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    note: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_by: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class WorkflowRunRow(Base):
+    """A run of a workflow version (a child run's id extends its parent's)."""
+
+    __tablename__ = "workflow_runs"
+    # (workflow_id, created_at) also serves lookups by workflow_id alone.
+    __table_args__ = (
+        Index("ix_workflow_runs_workflow_id_created_at", "workflow_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    version_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False, index=True)
+    inputs: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    outputs: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    key_id: Mapped[str] = mapped_column(String(40), nullable=False)
+    trigger: Mapped[str] = mapped_column(String(40), nullable=False)
+    parent_run_id: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    parent_node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WorkflowNodeRunRow(Base):
+    """One block's execution in a run, as the run history shows it."""
+
+    __tablename__ = "workflow_node_runs"
+
+    run_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    block_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    inputs: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    outputs: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    tokens: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    handles: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+
+
+class WorkflowWorkerRow(Base):
+    """A process that executes runs; a stale heartbeat lets another one take its runs over."""
+
+    __tablename__ = "workflow_workers"
+
+    executor_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    taken_over_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    taken_over_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WorkflowTriggerRow(Base):
+    """What starts a workflow besides the API: a schedule, a webhook or an event."""
+
+    __tablename__ = "workflow_triggers"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(40), ForeignKey("workflows.id"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    config: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

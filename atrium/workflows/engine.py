@@ -1,0 +1,743 @@
+"""The workflow engine on DBOS: the walk is the durable workflow, each side-effecting
+block a checkpointed step.
+
+DBOS keeps one registry and one system database per process (it is built that way), so
+:class:`DbosProcess` launches it once and counts the engines using it. The workflow
+function lives on :class:`EngineBinding`, a DBOS configured instance named after the
+engine, so a run recovered after a restart finds this process's engine by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from dbos import DBOS, DBOSConfig, DBOSConfiguredInstance, SetWorkflowID, WorkflowHandleAsync
+from dbos import error as dbos_errors
+from sqlalchemy import event
+
+from atrium.core.errors import AtriumError, ConflictError, InvalidRequestError, NotFoundError
+from atrium.workflows.blocks.base import BlockContext, BlockRegistry, BlockServices
+from atrium.workflows.blocks.core import ApprovalConfig, MapConfig, SubworkflowConfig
+from atrium.workflows.dsl import parse_workflow
+from atrium.workflows.expressions import render
+from atrium.workflows.graph import CompiledNode, CompiledWorkflow, compile_workflow
+from atrium.workflows.recorder import RunRecorder
+from atrium.workflows.records import (
+    NewRun,
+    NodeRecord,
+    NodeStatus,
+    RunOutcome,
+    RunStatus,
+    RunStore,
+    VersionRef,
+)
+from atrium.workflows.walk import (
+    Ready,
+    Settled,
+    Walk,
+    check_inputs,
+    settle_failure,
+    settle_success,
+    with_defaults,
+    workflow_outputs,
+)
+
+log = logging.getLogger("atrium.workflows")
+
+QUEUE_NAME = "atrium-workflows"
+APPROVAL_TOPIC = "approval:"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How the engine runs (from ``settings.workflows``)."""
+
+    system_database_url: str
+    executor_id: str
+    engine_name: str = "atrium"
+    queue_concurrency: int = 8
+    queue_polling_seconds: float = 0.5
+    listen_queue: bool = True
+    flush_seconds: float = 0.1
+
+
+class _RunFailedError(Exception):
+    """A block failed under the ``fail`` strategy: the run ends failed with this reason."""
+
+
+class DbosProcess:
+    """DBOS's process-wide lifecycle: launched by the first engine, destroyed by the last."""
+
+    _lock = threading.Lock()
+    _users = 0
+    _url: str | None = None
+
+    @classmethod
+    def acquire(cls, config: EngineConfig) -> bool:
+        """Create DBOS for this process (or join the one on the same database); True: first."""
+        with cls._lock:
+            if cls._users and cls._url != config.system_database_url:
+                msg = "one process runs one workflow system database; it is already launched"
+                raise InvalidRequestError(msg, param="workflows.system_database_url")
+            if cls._users == 0:
+                DBOS(config=_dbos_config(config))
+                cls._url = config.system_database_url
+            cls._users += 1
+            return cls._users == 1
+
+    @classmethod
+    def launch(cls) -> None:
+        """Launch once the engine has bound itself (recovery needs the binding)."""
+        with cls._lock:
+            DBOS.launch()
+
+    @classmethod
+    def release(cls) -> None:
+        """Drop one user; the last one destroys DBOS (keeping the decorated functions)."""
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0:
+                DBOS.destroy(destroy_registry=False)
+                cls._url = None
+
+
+def _dbos_config(config: EngineConfig) -> DBOSConfig:
+    url = config.system_database_url
+    out = DBOSConfig(
+        name="atrium",
+        system_database_url=url,
+        executor_id=config.executor_id,
+        log_level="WARNING",
+    )
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_conn: Any, _: Any) -> None:
+            # WAL: readers never block the writer, and a commit is one fsync-free append
+            # (synchronous=NORMAL keeps it durable across a process crash).
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+            dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+        out["system_database_engine"] = engine
+    return out
+
+
+@DBOS.dbos_class()
+class EngineBinding(DBOSConfiguredInstance):
+    """DBOS's handle on one engine: the durable workflow function lives here."""
+
+    def __init__(self, engine: WorkflowEngine, name: str) -> None:
+        self.engine = engine
+        super().__init__(config_name=name)
+
+    @DBOS.workflow(name="atrium.workflow_run")
+    async def execute(
+        self, run_id: str, version_id: str, inputs: dict[str, Any], key_id: str
+    ) -> dict[str, Any]:
+        """One run: the deterministic walk, every side effect a step."""
+        return await self.engine.execute(run_id, version_id, inputs, key_id)
+
+
+def _unbind(binding: EngineBinding) -> None:
+    # DBOS has no public way to forget a configured instance; a later engine of the
+    # same name (a restarted platform in one process) must be able to bind again.
+    from dbos._dbos import _get_or_create_dbos_registry
+
+    registry = _get_or_create_dbos_registry()
+    key = f"{type(binding).__module__}.{type(binding).__qualname__}/{binding.config_name}"
+    for name in [
+        n for n, inst in registry.instance_info_map.items() if inst is binding or n == key
+    ]:
+        del registry.instance_info_map[name]
+
+
+class WorkflowEngine:
+    """Runs workflows durably: start, wait, cancel, approve; recovers after crashes."""
+
+    def __init__(
+        self,
+        *,
+        config: EngineConfig,
+        registry: BlockRegistry,
+        services: BlockServices,
+        store: RunStore,
+        recorder: RunRecorder,
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._services = services
+        self._store = store
+        self._recorder = recorder
+        self._graphs: dict[str, CompiledWorkflow] = {}
+        self._binding: EngineBinding | None = None
+
+    @property
+    def config(self) -> EngineConfig:
+        """How this engine runs."""
+        return self._config
+
+    @property
+    def registry(self) -> BlockRegistry:
+        """The block types this engine runs."""
+        return self._registry
+
+    @property
+    def recorder(self) -> RunRecorder:
+        """Where block records and live events go."""
+        return self._recorder
+
+    async def start(self) -> None:
+        """Bind to DBOS and launch it (recovering this executor's unfinished runs)."""
+        first = DbosProcess.acquire(self._config)
+        self._binding = EngineBinding(self, self._config.engine_name)
+        if first:
+            if not self._config.listen_queue:
+                DBOS.listen_queues([])  # an API-only replica starts runs but takes none
+            DbosProcess.launch()
+            await DBOS.register_queue_async(
+                QUEUE_NAME,
+                worker_concurrency=self._config.queue_concurrency,
+                polling_interval_sec=self._config.queue_polling_seconds,
+            )
+        await self._recorder.start()
+
+    async def close(self) -> None:
+        """Flush records, unbind, and let DBOS go when no engine needs it."""
+        await self._recorder.close()
+        if self._binding is not None:
+            _unbind(self._binding)
+            self._binding = None
+            await asyncio.to_thread(DbosProcess.release)
+            # DBOS makes its own thread pool the loop's default executor, and shuts that
+            # pool down on destroy; the rest of the process still needs one.
+            asyncio.get_running_loop().set_default_executor(
+                ThreadPoolExecutor(thread_name_prefix="asyncio")
+            )
+
+    # -- submitting and controlling runs ------------------------------------------------
+
+    def compile(self, version: VersionRef) -> CompiledWorkflow:
+        """The compiled graph of an immutable version (cached)."""
+        graph = self._graphs.get(version.version_id)
+        if graph is None:
+            graph = compile_workflow(parse_workflow(version.definition), self._registry)
+            self._graphs[version.version_id] = graph
+        return graph
+
+    async def submit(self, run: NewRun, *, enqueue: bool = False) -> str:
+        """Check the inputs, record the run and start it; returns the run id."""
+        graph = self.compile(run.version)
+        problems = check_inputs(graph, run.inputs)
+        if problems:
+            raise InvalidRequestError("invalid inputs: " + "; ".join(problems), param="inputs")
+        inputs = with_defaults(graph, run.inputs)
+        await self._store.create_run(NewRun(**{**_fields(run), "inputs": inputs}))
+        binding = self._bound()
+        with SetWorkflowID(run.id):
+            if enqueue:
+                queue = DBOS.retrieve_queue(QUEUE_NAME)
+                if queue is None:
+                    msg = f"the workflow queue {QUEUE_NAME!r} is not registered"
+                    raise AtriumError(msg)
+                await queue.enqueue_async(
+                    binding.execute, run.id, run.version.version_id, inputs, run.key_id
+                )
+            else:
+                await DBOS.start_workflow_async(
+                    binding.execute, run.id, run.version.version_id, inputs, run.key_id
+                )
+        return run.id
+
+    async def wait(self, run_id: str, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a run to end; whether it has."""
+        deadline = time.monotonic() + seconds
+        handle: WorkflowHandleAsync[Any] = await DBOS.retrieve_workflow_async(run_id)
+        delay = 0.002
+        while True:
+            status = await handle.get_status()
+            if status.status in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.1)
+
+    async def cancel(self, run_id: str) -> None:
+        """Cancel a run and its children; finished runs are left as they are."""
+        record = await self._store.run(run_id)
+        if record.status.terminal:
+            msg = f"run {run_id} has already ended ({record.status.value})"
+            raise ConflictError(msg)
+        await DBOS.cancel_workflow_async(run_id)
+        await self._store.finish_run(
+            run_id, RunOutcome(RunStatus.CANCELLED, {}, "cancelled", record.tokens, record.cost_usd)
+        )
+
+    async def decide(
+        self, run_id: str, node_id: str, *, approved: bool, approver: str, comment: str
+    ) -> None:
+        """Approve or reject a run waiting on an approval block."""
+        waiting = {
+            n.node_id for n in await self._store.nodes(run_id) if n.status == NodeStatus.WAITING
+        }
+        waiting |= self._recorder.waiting(run_id)
+        if node_id not in waiting:
+            msg = f"run {run_id} is not waiting for approval at node {node_id!r}"
+            raise ConflictError(msg)
+        message = {"approved": approved, "approver": approver, "comment": comment}
+        await DBOS.send_async(run_id, message, topic=APPROVAL_TOPIC + node_id)
+
+    async def resume(self, run_id: str) -> None:
+        """Put an unfinished run back on the shared queue (a worker takes it over)."""
+        await DBOS.resume_workflow_async(run_id, queue_name=QUEUE_NAME)
+
+    async def pending_of(self, executor_id: str) -> list[str]:
+        """Unfinished runs last owned by an executor (to take over when it is gone)."""
+        statuses = await DBOS.list_workflows_async(
+            status="PENDING", executor_id=executor_id, load_input=False, load_output=False
+        )
+        return [s.workflow_id for s in statuses]
+
+    def _bound(self) -> EngineBinding:
+        if self._binding is None:
+            msg = "the workflow engine is not running"
+            raise AtriumError(msg)
+        return self._binding
+
+    # -- inside the durable workflow ----------------------------------------------------
+
+    async def execute(
+        self, run_id: str, version_id: str, inputs: dict[str, Any], key_id: str
+    ) -> dict[str, Any]:
+        """The body of the durable workflow."""
+        version = await self._store.version(version_id)
+        graph = self.compile(version)
+        run = _Run(self, run_id, graph, inputs, key_id)
+        try:
+            outcome = await run.walk()
+        except dbos_errors.DBOSWorkflowCancelledError:
+            raise
+        except _RunFailedError as failed:
+            outcome = RunOutcome(RunStatus.FAILED, {}, str(failed), run.tokens, run.cost)
+        except Exception as exc:
+            log.exception("workflow run %s: engine error", run_id)
+            reason = f"engine error: {type(exc).__name__}: {exc}"
+            outcome = RunOutcome(RunStatus.FAILED, {}, reason, run.tokens, run.cost)
+        await DBOS.run_step_async({"name": "finish"}, self._finish, run_id, outcome)
+        return {"status": outcome.status.value, "outputs": outcome.outputs, "error": outcome.error}
+
+    async def _finish(self, run_id: str, outcome: RunOutcome) -> bool:
+        await self._recorder.flush(run_id)
+        ended = await self._store.finish_run(run_id, outcome)
+        self._recorder.finished(run_id, outcome)
+        return ended
+
+    def context(self, run: _Run, node: CompiledNode, attempt: int) -> BlockContext:
+        """What a block sees of the run."""
+        return BlockContext(
+            run_id=run.run_id,
+            node_id=node.id,
+            key_id=run.key_id,
+            attempt=attempt,
+            services=self._services,
+            variables=run.graph.spec.variables,
+            workflow_inputs=run.inputs,
+            upstream=run.walk_state.upstream_outputs(node),
+        )
+
+    async def child(
+        self,
+        run: _Run,
+        *,
+        node: CompiledNode,
+        index: int,
+        workflow: str,
+        version: int | None,
+        inputs: dict[str, Any],
+    ) -> tuple[str, str, dict[str, Any]]:
+        """Start one child run (sub-workflow or map item); returns (run id, version id, inputs)."""
+        ref = await self._store.resolve(workflow, version)
+        graph = self.compile(ref)
+        problems = check_inputs(graph, inputs)
+        if problems:
+            raise _BlockFailureError("child workflow inputs: " + "; ".join(problems))
+        child_id = f"{run.run_id}.{node.id}.{index}"
+        filled = with_defaults(graph, inputs)
+        await self._store.create_run(
+            NewRun(child_id, ref, filled, run.key_id, "parent", run.run_id, node.id)
+        )
+        return child_id, ref.version_id, filled
+
+
+class _BlockFailureError(Exception):
+    """One block's attempt failed (retried, then handed to its error strategy)."""
+
+
+def _fields(run: NewRun) -> dict[str, Any]:
+    return {f: getattr(run, f) for f in run.__dataclass_fields__}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Run:
+    """One execution of the walk (the first, or a replay after a crash)."""
+
+    def __init__(
+        self,
+        engine: WorkflowEngine,
+        run_id: str,
+        graph: CompiledWorkflow,
+        inputs: dict[str, Any],
+        key_id: str,
+    ) -> None:
+        self.engine = engine
+        self.run_id = run_id
+        self.graph = graph
+        self.inputs = inputs
+        self.key_id = key_id
+        self.walk_state = Walk(graph)
+        self.tokens = 0
+        self.cost = 0.0
+        self.recorder = engine.recorder
+
+    async def walk(self) -> RunOutcome:
+        self.recorder.started(self.run_id)
+        while not self.walk_state.done:
+            ready, skipped = self.walk_state.next_ready()
+            for node_id in skipped:
+                self._settle(
+                    self.graph.nodes[node_id],
+                    Settled("skipped"),
+                    NodeRecord(
+                        self.run_id,
+                        node_id,
+                        self.graph.nodes[node_id].spec.type,
+                        NodeStatus.SKIPPED,
+                    ),
+                )
+            pure = [r for r in ready if r.node.block.kind == "pure"]
+            if pure:
+                for item in pure:
+                    await self._run_pure(item)
+                continue
+            if not ready:
+                if skipped:
+                    continue
+                msg = "the walk is stuck: no node is ready"  # cannot happen on a valid graph
+                raise RuntimeError(msg)
+            await self._superstep(ready)
+        outputs = workflow_outputs(self.graph, self.walk_state)
+        return RunOutcome(RunStatus.SUCCEEDED, outputs, None, self.tokens, self.cost)
+
+    async def _run_pure(self, item: Ready) -> None:
+        node = item.node
+        started = _now()
+        try:
+            result = await node.block.run(
+                self.engine.context(self, node, 1), node.config, item.inputs
+            )
+        except Exception as exc:  # noqa: BLE001 - a block failure follows its error strategy
+            self._fail(node, item.inputs, _describe(exc), started, 1)
+            return
+        record = NodeRecord(
+            self.run_id,
+            node.id,
+            node.spec.type,
+            NodeStatus.SUCCEEDED,
+            item.inputs,
+            result.outputs,
+            started_at=started,
+            finished_at=_now(),
+            attempts=1,
+        )
+        self._settle(node, settle_success(node, result.outputs, result.handles), record)
+
+    async def _superstep(self, ready: list[Ready]) -> None:
+        """Start every ready step in topological order (stable step ids), then settle them."""
+        steps = [r for r in ready if r.node.block.kind == "step"]
+        engine_blocks = [r for r in ready if r.node.block.kind == "engine"]
+        reservations = [(r, DBOS.reserve_step()) for r in steps]
+        for item, _ in reservations:
+            self.recorder.node(
+                NodeRecord(
+                    self.run_id,
+                    item.node.id,
+                    item.node.spec.type,
+                    NodeStatus.RUNNING,
+                    item.inputs,
+                    started_at=_now(),
+                )
+            )
+        results = await asyncio.gather(
+            *(
+                res.run_async(
+                    {"name": f"block:{item.node.id}"}, self._execute_step, item.node.id, item.inputs
+                )
+                for item, res in reservations
+            )
+        )
+        for (item, _), outcome in zip(reservations, results, strict=True):
+            self._settle_step(item, outcome)
+        for item in engine_blocks:
+            await self._run_engine_block(item)
+
+    async def _execute_step(self, node_id: str, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The checkpointed step: attempts with backoff and jitter, a timeout per attempt."""
+        node = self.graph.nodes[node_id]
+        policy, started = node.spec.retry, _now()
+        error = ""
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                async with asyncio.timeout(node.spec.timeout_seconds):
+                    result = await node.block.run(
+                        self.engine.context(self, node, attempt), node.config, inputs
+                    )
+            except TimeoutError:
+                error = f"timed out after {node.spec.timeout_seconds:g} s"
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, then recorded
+                error = _describe(exc)
+            else:
+                return {
+                    "ok": True,
+                    "outputs": result.outputs,
+                    "handles": list(result.handles) if result.handles is not None else None,
+                    "tokens": result.tokens,
+                    "cost": result.cost_usd,
+                    "attempts": attempt,
+                    "started": started.isoformat(),
+                    "finished": _now().isoformat(),
+                }
+            if attempt < policy.attempts:
+                backoff = min(
+                    policy.backoff_seconds * policy.backoff_rate ** (attempt - 1),
+                    policy.max_backoff_seconds,
+                )
+                await asyncio.sleep(random.uniform(0, backoff))  # noqa: S311 - jitter, not crypto
+        return {
+            "ok": False,
+            "error": error,
+            "attempts": policy.attempts,
+            "started": started.isoformat(),
+            "finished": _now().isoformat(),
+            "tokens": 0,
+            "cost": 0.0,
+        }
+
+    def _settle_step(self, item: Ready, outcome: dict[str, Any]) -> None:
+        node = item.node
+        started = datetime.fromisoformat(outcome["started"])
+        finished = datetime.fromisoformat(outcome["finished"])
+        self.tokens += int(outcome.get("tokens") or 0)
+        self.cost += float(outcome.get("cost") or 0.0)
+        if not outcome["ok"]:
+            self._fail(node, item.inputs, outcome["error"], started, outcome["attempts"], finished)
+            return
+        handles = tuple(outcome["handles"]) if outcome["handles"] is not None else None
+        record = NodeRecord(
+            self.run_id,
+            node.id,
+            node.spec.type,
+            NodeStatus.SUCCEEDED,
+            item.inputs,
+            outcome["outputs"],
+            None,
+            outcome["attempts"],
+            started,
+            finished,
+            int(outcome["tokens"]),
+            float(outcome["cost"]),
+            list(handles or ()),
+        )
+        self._settle(node, settle_success(node, outcome["outputs"], handles), record)
+
+    def _fail(  # noqa: PLR0917 - one record's fields
+        self,
+        node: CompiledNode,
+        inputs: dict[str, Any],
+        error: str,
+        started: datetime,
+        attempts: int,
+        finished: datetime | None = None,
+    ) -> None:
+        record = NodeRecord(
+            self.run_id,
+            node.id,
+            node.spec.type,
+            NodeStatus.FAILED,
+            inputs,
+            {},
+            error,
+            attempts,
+            started,
+            finished or _now(),
+        )
+        settled = settle_failure(node, error)
+        if settled is None:
+            self.recorder.node(record)
+            raise _RunFailedError(f"node {node.id!r} failed: {error}")
+        record.outputs = settled.outputs
+        self._settle(node, settled, record)
+
+    def _settle(self, node: CompiledNode, settled: Settled, record: NodeRecord) -> None:
+        record.handles = list(settled.handles)
+        self.walk_state.settle(node.id, settled)
+        self.recorder.node(record)
+
+    # -- engine blocks ------------------------------------------------------------------
+
+    async def _run_engine_block(self, item: Ready) -> None:
+        node = item.node
+        started = _now()
+        try:
+            handles: tuple[str, ...] | None
+            if node.spec.type == "approval":
+                outputs, handles = await self._approval(item)
+            elif node.spec.type == "subworkflow":
+                outputs, handles = await self._subworkflow(item)
+            elif node.spec.type == "map":
+                outputs, handles = await self._map(item)
+            else:
+                msg = f"no engine implementation for block {node.spec.type!r}"
+                raise RuntimeError(msg)
+        except _BlockFailureError as exc:
+            self._fail(node, item.inputs, str(exc), started, 1)
+            return
+        record = NodeRecord(
+            self.run_id,
+            node.id,
+            node.spec.type,
+            NodeStatus.SUCCEEDED,
+            item.inputs,
+            outputs,
+            started_at=started,
+            finished_at=_now(),
+            attempts=1,
+        )
+        self._settle(node, settle_success(node, outputs, handles), record)
+
+    async def _approval(self, item: Ready) -> tuple[dict[str, Any], tuple[str, ...]]:
+        node = item.node
+        config = node.config
+        assert isinstance(config, ApprovalConfig)
+        message = render(
+            config.message,
+            self.engine.context(self, node, 1).template_scope(item.inputs),
+        )
+        self.recorder.node(
+            NodeRecord(
+                self.run_id,
+                node.id,
+                node.spec.type,
+                NodeStatus.WAITING,
+                item.inputs,
+                {"message": message},
+                started_at=_now(),
+            )
+        )
+        await DBOS.run_step_async({"name": f"wait:{node.id}"}, self._mark_waiting, node.id)
+        timeout = float(config.timeout_hours) * 3600
+        decision = await DBOS.recv_async(topic=APPROVAL_TOPIC + node.id, timeout_seconds=timeout)
+        await DBOS.run_step_async({"name": f"resume:{node.id}"}, self._mark_running)
+        if decision is None:
+            raise _BlockFailureError(f"no decision within {config.timeout_hours:g} hours")
+        approved = bool(decision.get("approved"))
+        outputs = {
+            "value": item.inputs.get("value"),
+            "decision": "approved" if approved else "rejected",
+            "approver": decision.get("approver"),
+            "comment": decision.get("comment") or "",
+            "message": message,
+        }
+        return outputs, ("approved" if approved else "rejected", "done")
+
+    async def _mark_waiting(self, node_id: str) -> None:
+        await self.recorder.flush(self.run_id)
+        await self.engine._store.set_status(self.run_id, RunStatus.WAITING)
+
+    async def _mark_running(self) -> None:
+        await self.engine._store.set_status(self.run_id, RunStatus.RUNNING)
+
+    async def _start_child(
+        self,
+        node: CompiledNode,
+        index: int,
+        target: SubworkflowConfig | MapConfig,
+        inputs: dict[str, Any],
+    ) -> Any:
+        child_id, version_id, filled = await DBOS.run_step_async(
+            {"name": f"child:{node.id}:{index}"},
+            self.engine.child,
+            self,
+            node=node,
+            index=index,
+            workflow=target.workflow,
+            version=target.version,
+            inputs=inputs,
+        )
+        binding = self.engine._bound()
+        with SetWorkflowID(child_id):
+            return await DBOS.start_workflow_async(
+                binding.execute, child_id, version_id, filled, self.key_id
+            )
+
+    async def _subworkflow(self, item: Ready) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+        config = item.node.config
+        assert isinstance(config, SubworkflowConfig)
+        handle = await self._start_child(
+            item.node, 0, config, dict(item.inputs.get("inputs") or {})
+        )
+        result = await handle.get_result()
+        if result["status"] != RunStatus.SUCCEEDED.value:
+            raise _BlockFailureError(
+                f"sub-workflow {handle.workflow_id} {result['status']}: {result.get('error')}"
+            )
+        return {"outputs": result["outputs"], "run_id": handle.workflow_id}, None
+
+    async def _map(self, item: Ready) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+        config = item.node.config
+        assert isinstance(config, MapConfig)
+        items = list(item.inputs.get("items") or [])
+        limit = int(config.max_items)
+        if len(items) > limit:
+            raise _BlockFailureError(f"{len(items)} items is over max_items ({limit})")
+        shared = dict(item.inputs.get("inputs") or {})
+        window = int(config.concurrency)
+        results: list[dict[str, Any]] = []
+        for offset in range(0, len(items), window):
+            handles = []
+            for index in range(offset, min(offset + window, len(items))):
+                child_inputs = {**shared, config.item_input: items[index]}
+                handles.append(await self._start_child(item.node, index, config, child_inputs))
+            for handle in handles:  # awaited in order: stable step numbering on replay
+                result = await handle.get_result()
+                if result["status"] != RunStatus.SUCCEEDED.value:
+                    raise _BlockFailureError(
+                        f"item run {handle.workflow_id} {result['status']}: {result.get('error')}"
+                    )
+                results.append(result["outputs"])
+        return {"results": results, "count": len(results)}, None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, AtriumError):
+        return exc.message
+    text = str(exc) or type(exc).__name__
+    return text if type(exc).__module__.startswith("atrium") else f"{type(exc).__name__}: {text}"
+
+
+ExecutorIdFactory = Callable[[], str]
+__all__ = ["DbosProcess", "EngineConfig", "NotFoundError", "WorkflowEngine"]
