@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atrium.cli_kb import kb_app
+from atrium.cli_workflows import workflows_app
 from atrium.core.errors import AtriumError, InvalidRequestError
 from atrium.core.settings import Settings, load_settings
 from atrium.store import Database
@@ -54,6 +55,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(teams_app, name="teams")
 app.add_typer(kb_app, name="kb")
+app.add_typer(workflows_app, name="workflows")
 
 # Piped output has no terminal width; rich would assume 80 columns and cut rows.
 out = Console(width=None if sys.stdout.isatty() else 240)

@@ -18,6 +18,7 @@ from atrium.store.workflows import TriggerRecord, WorkflowRecord
 from atrium.workflows.dsl import workflow_json_schema
 from atrium.workflows.records import RunRecord, VersionRef
 from atrium.workflows.service import RunRequest, WorkflowService
+from atrium.workflows.templates import TemplateInstaller, TemplateInstantiate, TemplateLibrary
 from atrium.workflows.triggers import TriggerService
 
 HOOKS_PREFIX = "/v1/hooks/workflows"
@@ -173,6 +174,8 @@ def workflows_router(
     router = APIRouter(prefix="/v1/workflows", tags=["workflows"])
     access = _Access(service, auth)
     _catalogue_routes(router, service, access)
+    installer = TemplateInstaller(TemplateLibrary.bundled(), service, triggers)
+    _template_routes(router, installer, access)
     _run_routes(router, service, access)
     _trigger_routes(router, triggers, access)
     _definition_routes(router, service, access)
@@ -200,6 +203,28 @@ def _catalogue_routes(router: APIRouter, service: WorkflowService, access: _Acce
             else service.problems(definition)
         )
         return json_response({"valid": not problems, "problems": problems})
+
+
+def _template_routes(router: APIRouter, installer: TemplateInstaller, access: _Access) -> None:
+    """``/templates``: before ``/{workflow}``, which would take the path for a workflow name."""
+
+    @router.get("/templates")
+    async def templates(request: Request) -> Response:
+        await access.user(request)
+        data = [t.summary() for t in installer.library.list()]
+        return json_response({"object": "list", "data": data})
+
+    @router.get("/templates/{template_id}")
+    async def template(template_id: str, request: Request) -> Response:
+        await access.user(request)
+        return json_response(installer.library.get(template_id).detail())
+
+    @router.post("/templates/{template_id}/instantiate")
+    async def instantiate(template_id: str, request: Request) -> Response:
+        who = await access.admin(request)
+        body = parse_body(TemplateInstantiate, await request.body())
+        record = await installer.install(template_id, body, key_id=who.key_id)
+        return json_response(workflow_public(record), status=201)
 
 
 def _run_routes(router: APIRouter, service: WorkflowService, access: _Access) -> None:
@@ -231,7 +256,8 @@ def _run_routes(router: APIRouter, service: WorkflowService, access: _Access) ->
         record = await service.decide(
             run_id, node_id, approved=body.approved, approver=who.key_id, comment=body.comment
         )
-        return json_response(record.as_dict())
+        # Accepted: the run resumes on its own (follow it with GET or the event stream).
+        return json_response(record.as_dict(), status=202)
 
     @router.get("/runs/{run_id}/events")
     async def events(run_id: str, request: Request) -> Response:

@@ -279,13 +279,13 @@ class WorkflowRepository:
     # RunStore: runs --------------------------------------------------------------------
 
     async def create_run(self, run: NewRun) -> bool:
-        """Insert a run in ``pending``; False (and no change) when it already exists."""
+        """Insert a run (in ``run.status``); False (and no change) when it already exists."""
         values = {
             "id": run.id,
             "workflow_id": run.version.workflow_id,
             "version_id": run.version.version_id,
             "version": run.version.version,
-            "status": RunStatus.PENDING.value,
+            "status": run.status.value,
             "inputs": run.inputs,
             "outputs": {},
             "error": None,
@@ -313,9 +313,14 @@ class WorkflowRepository:
                 .values(status=status.value)
             )
 
-    async def finish_run(self, run_id: str, outcome: RunOutcome) -> bool:
-        """End a run unless it has already ended; False when it had."""
+    async def finish_run(
+        self, run_id: str, outcome: RunOutcome, nodes: list[NodeRecord] | None = None
+    ) -> bool:
+        """End a run unless it has already ended (False when it had), and save ``nodes``
+        in the same transaction (one commit for the run's last records and its end)."""
         async with self._db.engine.begin() as conn:
+            if nodes:
+                await conn.execute(_upsert_nodes(self._db.is_sqlite), _latest_rows(nodes))
             result = await conn.execute(
                 update(WorkflowRunRow)
                 .where(WorkflowRunRow.id == run_id, WorkflowRunRow.status.not_in(_TERMINAL))
@@ -379,11 +384,8 @@ class WorkflowRepository:
         """Insert or replace block records, keyed by (run, node): one statement a batch."""
         if not records:
             return
-        # A batch may hold a node twice (started, then settled); the last one stands.
-        latest = {(record.run_id, record.node_id): record for record in records}
-        rows = [_node_values(record) for record in latest.values()]
         async with self._db.engine.begin() as conn:
-            await conn.execute(_upsert_nodes(self._db.is_sqlite), rows)
+            await conn.execute(_upsert_nodes(self._db.is_sqlite), _latest_rows(records))
 
     async def nodes(self, run_id: str) -> list[NodeRecord]:
         """Every block record of a run, in start order (unstarted last, then by node id)."""
@@ -557,6 +559,12 @@ class WorkflowRepository:
 
     def _insert(self, table: Table) -> sqlite.Insert | postgresql.Insert:
         return sqlite.insert(table) if self._db.is_sqlite else postgresql.insert(table)
+
+
+def _latest_rows(records: list[NodeRecord]) -> list[dict[str, Any]]:
+    # A batch may hold a node twice (started, then settled); the last one stands.
+    latest = {(record.run_id, record.node_id): record for record in records}
+    return [_node_values(record) for record in latest.values()]
 
 
 def _table(row_type: type[Base]) -> Table:

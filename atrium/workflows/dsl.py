@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from atrium.core.errors import InvalidRequestError
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+#: Workflow names that would be shadowed by fixed routes under /v1/workflows.
+RESERVED_NAMES = frozenset({"runs", "blocks", "schema", "validate", "triggers", "import"})
 _IDENT_RE = re.compile(IDENT)
 
 #: Port types. ``array[T]`` is an array of T; ``any`` fits everything.
@@ -143,7 +145,10 @@ class WorkflowSpec(_Strict):
     """A workflow definition, as saved (one version of it)."""
 
     schema_version: Literal[1] = 1
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="Unique; used in URLs (letters, digits, _ . -).",
+    )
     description: str = ""
     inputs: dict[str, PortSpec] = Field(default_factory=dict)
     outputs: dict[str, OutputSpec] = Field(default_factory=dict)
@@ -151,6 +156,14 @@ class WorkflowSpec(_Strict):
     nodes: list[NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_NAMES:
+            msg = f"{value!r} is reserved (it names an API path); choose another name"
+            raise ValueError(msg)
+        return value
 
     @field_validator("inputs", "outputs", "variables")
     @classmethod

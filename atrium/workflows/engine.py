@@ -182,6 +182,8 @@ class WorkflowEngine:
         self._recorder = recorder
         self._graphs: dict[str, CompiledWorkflow] = {}
         self._binding: EngineBinding | None = None
+        # Handles of runs started here and not yet ended: waiting on one needs no polling.
+        self._local: dict[str, WorkflowHandleAsync[Any]] = {}
 
     @property
     def config(self) -> EngineConfig:
@@ -201,7 +203,15 @@ class WorkflowEngine:
     async def start(self) -> None:
         """Bind to DBOS and launch it (recovering this executor's unfinished runs)."""
         first = DbosProcess.acquire(self._config)
-        self._binding = EngineBinding(self, self._config.engine_name)
+        try:
+            self._binding = EngineBinding(self, self._config.engine_name)
+        except Exception:  # noqa: BLE001 - DBOS raises a bare Exception for a second instance
+            await asyncio.to_thread(DbosProcess.release)
+            msg = (
+                f"a workflow engine named {self._config.engine_name!r} already runs in this "
+                "process (one per process); set workflows.enabled to false for the others"
+            )
+            raise InvalidRequestError(msg, param="workflows.enabled") from None
         if first:
             if not self._config.listen_queue:
                 DBOS.listen_queues([])  # an API-only replica starts runs but takes none
@@ -243,7 +253,8 @@ class WorkflowEngine:
         if problems:
             raise InvalidRequestError("invalid inputs: " + "; ".join(problems), param="inputs")
         inputs = with_defaults(graph, run.inputs)
-        await self._store.create_run(NewRun(**{**_fields(run), "inputs": inputs}))
+        status = RunStatus.PENDING if enqueue else RunStatus.RUNNING
+        await self._store.create_run(NewRun(**{**_fields(run), "inputs": inputs, "status": status}))
         binding = self._bound()
         with SetWorkflowID(run.id):
             if enqueue:
@@ -255,13 +266,26 @@ class WorkflowEngine:
                     binding.execute, run.id, run.version.version_id, inputs, run.key_id
                 )
             else:
-                await DBOS.start_workflow_async(
+                self._local[run.id] = await DBOS.start_workflow_async(
                     binding.execute, run.id, run.version.version_id, inputs, run.key_id
                 )
         return run.id
 
     async def wait(self, run_id: str, seconds: float) -> bool:
-        """Wait up to ``seconds`` for a run to end; whether it has."""
+        """Wait up to ``seconds`` for a run to end; whether it has.
+
+        A run executing in this process is awaited directly (answered the moment it ends);
+        one running elsewhere is polled in DBOS's system database.
+        """
+        local = self._local.get(run_id)
+        if local is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(local.get_result()), seconds)
+            except TimeoutError:
+                return False
+            except dbos_errors.DBOSWorkflowCancelledError:
+                return True
+            return True
         deadline = time.monotonic() + seconds
         handle: WorkflowHandleAsync[Any] = await DBOS.retrieve_workflow_async(run_id)
         delay = 0.002
@@ -272,7 +296,7 @@ class WorkflowEngine:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, 0.1)
+            delay = min(delay * 2, 0.05)
 
     async def cancel(self, run_id: str) -> None:
         """Cancel a run and its children; finished runs are left as they are."""
@@ -322,8 +346,7 @@ class WorkflowEngine:
         self, run_id: str, version_id: str, inputs: dict[str, Any], key_id: str
     ) -> dict[str, Any]:
         """The body of the durable workflow."""
-        version = await self._store.version(version_id)
-        graph = self.compile(version)
+        graph = self._graphs.get(version_id) or self.compile(await self._store.version(version_id))
         run = _Run(self, run_id, graph, inputs, key_id)
         try:
             outcome = await run.walk()
@@ -339,9 +362,14 @@ class WorkflowEngine:
         return {"status": outcome.status.value, "outputs": outcome.outputs, "error": outcome.error}
 
     async def _finish(self, run_id: str, outcome: RunOutcome) -> bool:
-        await self._recorder.flush(run_id)
-        ended = await self._store.finish_run(run_id, outcome)
+        nodes = self._recorder.take(run_id)
+        try:
+            ended = await self._store.finish_run(run_id, outcome, nodes)
+        except BaseException:
+            self._recorder.give_back(nodes)
+            raise
         self._recorder.finished(run_id, outcome)
+        self._local.pop(run_id, None)
         return ended
 
     def context(self, run: _Run, node: CompiledNode, attempt: int) -> BlockContext:
@@ -354,7 +382,7 @@ class WorkflowEngine:
             services=self._services,
             variables=run.graph.spec.variables,
             workflow_inputs=run.inputs,
-            upstream=run.walk_state.upstream_outputs(node),
+            upstream=run.walk_state.succeeded,
         )
 
     async def child(
@@ -470,8 +498,9 @@ class _Run:
         """Start every ready step in topological order (stable step ids), then settle them."""
         steps = [r for r in ready if r.node.block.kind == "step"]
         engine_blocks = [r for r in ready if r.node.block.kind == "engine"]
-        reservations = [(r, DBOS.reserve_step()) for r in steps]
-        for item, _ in reservations:
+        calls = []
+        for item in steps:
+            reservation = DBOS.reserve_step()  # step ids drawn in order, before any await
             self.recorder.node(
                 NodeRecord(
                     self.run_id,
@@ -482,15 +511,14 @@ class _Run:
                     started_at=_now(),
                 )
             )
-        results = await asyncio.gather(
-            *(
-                res.run_async(
+            calls.append(
+                reservation.run_async(
                     {"name": f"block:{item.node.id}"}, self._execute_step, item.node.id, item.inputs
                 )
-                for item, res in reservations
             )
-        )
-        for (item, _), outcome in zip(reservations, results, strict=True):
+        # One step (a chain) is awaited directly: no task to schedule.
+        results = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
+        for item, outcome in zip(steps, results, strict=True):
             self._settle_step(item, outcome)
         for item in engine_blocks:
             await self._run_engine_block(item)

@@ -132,9 +132,8 @@ def _compile_nodes(
         except ValidationError as exc:
             for err in exc.errors():
                 where = ".".join(str(p) for p in err["loc"])
-                problems.append(
-                    Problem(node.id, f"config.{where}" if where else "config", err["msg"])
-                )
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(Problem(node.id, f"config.{where}" if where else "config", message))
             continue
         outputs = _start_outputs(spec) if node.type == START else block.outputs(config)
         handles = block.control_handles(config)

@@ -87,6 +87,15 @@ class RunRecorder:
             },
         )
 
+    def take(self, run_id: str) -> list[NodeRecord]:
+        """A run's buffered records, removed from the buffer (the caller saves them)."""
+        return list(self._dirty.pop(run_id, {}).values())
+
+    def give_back(self, records: list[NodeRecord]) -> None:
+        """Records taken but not saved: buffered again unless superseded."""
+        for record in records:
+            self._dirty[record.run_id].setdefault(record.node_id, record)
+
     async def flush(self, run_id: str | None = None) -> None:
         """Write buffered records (one run's, or all)."""
         async with self._lock:
@@ -100,8 +109,7 @@ class RunRecorder:
             try:
                 await self._store.save_nodes(batch)
             except BaseException:
-                for record in batch:  # keep them for the next flush unless superseded
-                    self._dirty[record.run_id].setdefault(record.node_id, record)
+                self.give_back(batch)  # for the next flush
                 raise
 
     @contextlib.asynccontextmanager

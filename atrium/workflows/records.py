@@ -56,6 +56,7 @@ class NewRun:
     trigger: str = "api"
     parent_run_id: str | None = None
     parent_node_id: str | None = None
+    status: RunStatus = RunStatus.PENDING
 
 
 @dataclass(slots=True)
@@ -177,8 +178,11 @@ class RunStore(Protocol):
         """Move a run that has not ended to ``status``."""
         ...
 
-    async def finish_run(self, run_id: str, outcome: RunOutcome) -> bool:
-        """End a run unless it has already ended; False when it had."""
+    async def finish_run(
+        self, run_id: str, outcome: RunOutcome, nodes: list[NodeRecord] | None = None
+    ) -> bool:
+        """End a run unless it has already ended (False when it had), and save ``nodes``
+        in the same transaction."""
         ...
 
     async def save_nodes(self, records: list[NodeRecord]) -> None:

@@ -45,21 +45,27 @@ class Walk:
     def __init__(self, graph: CompiledWorkflow) -> None:
         self.graph = graph
         self.settled: dict[str, Settled] = {}
-        self._pending = list(graph.order)
+        self._position = {node_id: i for i, node_id in enumerate(graph.order)}
+        # Unsettled predecessors per node; a node is a candidate once it has none, so each
+        # step of the walk costs the edges it touches, not a scan of the whole graph.
+        self._waiting_on = {
+            node_id: len({e.source for e in node.incoming}) for node_id, node in graph.nodes.items()
+        }
+        self._candidates = {n for n, count in self._waiting_on.items() if count == 0}
+        self._unsettled = len(graph.nodes)
+        self.succeeded: dict[str, dict[str, Any]] = {}
 
     @property
     def done(self) -> bool:
         """Whether every node has settled."""
-        return not self._pending
+        return self._unsettled == 0
 
     def next_ready(self) -> tuple[list[Ready], list[str]]:
-        """Nodes whose predecessors have all settled: (to run, to skip), in order."""
+        """Nodes whose predecessors have all settled: (to run, to skip), in topological order."""
         ready: list[Ready] = []
         skipped: list[str] = []
-        for node_id in self._pending:
+        for node_id in sorted(self._candidates, key=self._position.__getitem__):
             node = self.graph.nodes[node_id]
-            if any(e.source not in self.settled for e in node.incoming):
-                continue
             inputs = self._inputs(node)
             if inputs is None:
                 skipped.append(node_id)
@@ -70,13 +76,14 @@ class Walk:
     def settle(self, node_id: str, result: Settled) -> None:
         """Record a node's result."""
         self.settled[node_id] = result
-        self._pending.remove(node_id)
-
-    def upstream_outputs(self, node: CompiledNode) -> dict[str, dict[str, Any]]:
-        """Outputs of every settled ancestor (for ``nodes.<id>.<port>`` in templates)."""
-        return {
-            node_id: s.outputs for node_id, s in self.settled.items() if s.status == "succeeded"
-        }
+        self._candidates.discard(node_id)
+        self._unsettled -= 1
+        if result.status == "succeeded":
+            self.succeeded[node_id] = result.outputs
+        for target in {e.target for e in self.graph.nodes[node_id].outgoing}:
+            self._waiting_on[target] -= 1
+            if self._waiting_on[target] == 0:
+                self._candidates.add(target)
 
     def _inputs(self, node: CompiledNode) -> dict[str, Any] | None:
         """The node's inputs, or None when it must be skipped.

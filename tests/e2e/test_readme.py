@@ -141,3 +141,19 @@ def test_the_cache_guardrails_and_prices_example_loads(tmp_path: Path) -> None:
     assert settings.guardrails.blocked_terms == ["project falcon"]
     assert settings.prices["qwen-v1"].cost(1_000_000, 1_000_000) == 0.8
     assert settings.limits.models["qwen-v1"].max_parallel == 32
+
+
+def test_the_workflow_example_runs(server: RemoteAtriumServer) -> None:
+    definition = next(b for b in _blocks("yaml") if "nodes:" in b)
+    (server.workdir / "large-trade-check.yaml").write_text(definition)
+    block = next(b for b in _blocks("sh") if "atrium workflows" in b)
+    outputs = []
+    for line in block.splitlines():
+        args = shlex.split(line)[1:]
+        run = server.cli(*args, api_key=server.api_key)
+        assert run.returncode == 0, f"{args}: {run.stdout}{run.stderr}"
+        outputs.append(run.stdout)
+    ran = outputs[2]
+    assert "succeeded" in ran
+    assert '"large": true' in ran
+    assert "name: large-trade-check" in outputs[4]

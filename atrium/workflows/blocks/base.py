@@ -109,7 +109,13 @@ class BlockContext:
     services: BlockServices
     variables: Mapping[str, Any]
     workflow_inputs: Mapping[str, Any]
-    upstream: Mapping[str, Mapping[str, Any]]  # node id -> outputs of completed ancestors
+    upstream: Mapping[str, Mapping[str, Any]]  # node id -> outputs, of nodes succeeded so far
+
+    @property
+    def idempotency_key(self) -> str:
+        """The same for every attempt and every replay of this block in this run: sent with
+        side effects (``Idempotency-Key``) so a receiver can drop a repeat after a crash."""
+        return f"{self.run_id}:{self.node_id}"
 
     def template_scope(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """Names a template or expression may use: ports, ``inputs``, ``vars``, ``nodes``."""

@@ -87,6 +87,13 @@ class HttpRequestConfig(BlockConfig):
         True, description="Fail on a status outside 2xx (so retries and error handling apply)."
     )
     follow_redirects: bool = Field(True, description="Follow redirects (each hop is vetted).")
+    idempotency_key: bool = Field(
+        True,
+        description=(
+            "Send Idempotency-Key: <run>:<node>, the same on retries and after a crash, so "
+            "the receiver can drop a repeated side effect."
+        ),
+    )
 
     @field_validator("url")
     @classmethod
@@ -173,7 +180,8 @@ async def prepare_request(
         check_url(url, ctx.services.network_policy)
     except BlockedDestinationError as exc:
         raise BlockError(exc.message) from None
-    headers = {name: render(value, scope) for name, value in config.headers.items()}
+    headers = {"Idempotency-Key": ctx.idempotency_key} if config.idempotency_key else {}
+    headers.update({name: render(value, scope) for name, value in config.headers.items()})
     secret_values = await reveal_all(ctx.services.secrets, config.secret_headers)
     params = {k: render(v, scope) if isinstance(v, str) else v for k, v in config.query.items()}
     if params:  # merged: httpx's params= would replace a query written in the URL

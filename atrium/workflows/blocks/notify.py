@@ -146,7 +146,8 @@ async def post_webhook(ctx: BlockContext, config: NotifyConfig, payload: Any) ->
         ctx.services.network_policy, timeout=config.timeout_seconds, follow_redirects=False
     )
     try:
-        async with client, client.stream("POST", url, json=payload) as response:
+        headers = {"Idempotency-Key": ctx.idempotency_key}
+        async with client, client.stream("POST", url, json=payload, headers=headers) as response:
             if 200 <= response.status_code < 300:
                 return
             body = await read_limited(response, _MAX_ERROR_BODY)

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from atrium.app import Platform, build_app, build_platform
-from atrium.core.settings import BusSettings, Settings, StoreSettings
+from atrium.core.settings import BusSettings, Settings, StoreSettings, WorkflowSettings
 
 pytestmark = pytest.mark.integration
 
@@ -245,6 +245,9 @@ async def replicas(
             update={
                 "store": StoreSettings(url=empty_postgres_url),
                 "bus": BusSettings(backend="redis", stream_prefix=prefix),
+                # Two platforms in one process: DBOS (the workflow engine) is one per
+                # process, and these replicas only serve the gateway.
+                "workflows": WorkflowSettings(enabled=False),
             }
         )
         platform = build_platform(settings, announce_key=lambda _: None)

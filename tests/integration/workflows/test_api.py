@@ -234,7 +234,7 @@ async def test_approval_and_the_event_stream(running: Running) -> None:
     decided = await admin.post(
         f"/v1/workflows/runs/{run_id}/approvals/gate", json={"approved": True, "comment": "fine"}
     )
-    assert decided.status_code == 200, decided.text
+    assert decided.status_code == 202, decided.text
     await asyncio.wait_for(watcher, 20)
     assert "node.waiting" in [e["event"] for e in events]
     assert events[-1]["event"] == "run.succeeded"

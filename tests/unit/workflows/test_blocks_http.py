@@ -120,6 +120,9 @@ async def test_get_renders_templates_and_sends_secret_headers(
     assert seen["query"] == {"fixed": "1", "q": "a b", "limit": "3"}
     assert seen["headers"]["X-Trace"] == "run abc"  # type: ignore[index]
     assert seen["headers"]["Authorization"] == "zz-other"  # type: ignore[index]
+    # The same key on every attempt and replay: the receiver can drop a repeat.
+    assert seen["headers"]["Idempotency-Key"] == ctx.idempotency_key  # type: ignore[index]
+    assert ctx.idempotency_key == f"{ctx.run_id}:{ctx.node_id}"
     assert result.outputs["status"] == 200
     assert result.outputs["json"]["method"] == "GET"
     assert result.outputs["headers"]["content-type"].startswith("application/json")
