@@ -524,6 +524,8 @@ async def test_the_platform_runs_on_the_pgvector_index(
         auth={"bootstrap_key": ADMIN_KEY, "cache_ttl_seconds": 0},  # type: ignore[arg-type]
         models={"minilm": OnnxEmbeddingModel(aliases=["default-embedding"])},
         rag={"index": "pgvector", "pgvector_url": pgvector_url},  # type: ignore[arg-type]
+        # The module's first platform runs this process's workflow engine (one per process).
+        workflows={"enabled": False},  # type: ignore[arg-type]
     )
     platform = build_platform(settings, announce_key=lambda _: None)
     app = build_app(settings, platform)
