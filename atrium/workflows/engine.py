@@ -37,6 +37,7 @@ from atrium.workflows.records import (
     NodeRecord,
     NodeStatus,
     RunOutcome,
+    RunRecord,
     RunStatus,
     RunStore,
     VersionRef,
@@ -55,6 +56,7 @@ from atrium.workflows.walk import (
 log = logging.getLogger("atrium.workflows")
 
 QUEUE_NAME = "atrium-workflows"
+_DBOS_ENDED = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
 APPROVAL_TOPIC = "approval:"
 
 
@@ -283,7 +285,7 @@ class WorkflowEngine:
                 await asyncio.wait_for(asyncio.shield(local.get_result()), seconds)
             except TimeoutError:
                 return False
-            except dbos_errors.DBOSWorkflowCancelledError:
+            except Exception:  # noqa: BLE001 - it ended in an error: the run's record says how
                 return True
             return True
         deadline = time.monotonic() + seconds
@@ -291,7 +293,7 @@ class WorkflowEngine:
         delay = 0.002
         while True:
             status = await handle.get_status()
-            if status.status in ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+            if status.status in _DBOS_ENDED:
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -322,6 +324,35 @@ class WorkflowEngine:
             raise ConflictError(msg)
         message = {"approved": approved, "approver": approver, "comment": comment}
         await DBOS.send_async(run_id, message, topic=APPROVAL_TOPIC + node_id)
+
+    async def reconcile(self, record: RunRecord) -> bool:
+        """End a run that DBOS knows has ended while its row says otherwise; whether it did.
+
+        The engine's last step writes the outcome; if that write itself failed (the store
+        was down), DBOS still records the workflow as ended, and this repairs the row.
+        """
+        if record.status.terminal:
+            return False
+        status = await DBOS.get_workflow_status_async(record.id)
+        if status is None or status.status not in _DBOS_ENDED:
+            return False
+        reason = status.error or "no outcome recorded"
+        outcome = RunOutcome(
+            RunStatus.CANCELLED if status.status == "CANCELLED" else RunStatus.FAILED,
+            {},
+            f"the run ended in the engine ({status.status}): {reason}",
+            record.tokens,
+            record.cost_usd,
+        )
+        if status.status == "SUCCESS" and isinstance(status.output, dict):
+            outcome = RunOutcome(
+                RunStatus(status.output["status"]),
+                status.output.get("outputs") or {},
+                status.output.get("error"),
+                record.tokens,
+                record.cost_usd,
+            )
+        return await self._store.finish_run(record.id, outcome)
 
     async def resume(self, run_id: str) -> None:
         """Put an unfinished run back on the shared queue (a worker takes it over)."""

@@ -201,8 +201,11 @@ class WorkflowService:
         return await self._repo.run(run.id)
 
     async def get_run(self, run_id: str) -> RunRecord:
-        """A run by id."""
-        return await self._repo.run(run_id)
+        """A run by id (repaired first if the engine ended it without recording how)."""
+        record = await self._repo.run(run_id)
+        if not record.status.terminal and await self._engine.reconcile(record):
+            record = await self._repo.run(run_id)
+        return record
 
     async def nodes(self, run_id: str) -> list[NodeRecord]:
         """A run's block history (flushed records)."""

@@ -354,3 +354,23 @@ async def _until(harness: Harness, run_id: str, status: RunStatus, within: float
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"run {run_id} never reached {status}")
+
+
+async def test_a_run_whose_last_write_failed_is_repaired_not_left_running(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = await harness.publish(chain("unlucky", 1))
+
+    async def store_down(*_: Any, **__: Any) -> bool:
+        msg = "the store is down"
+        raise ConnectionError(msg)
+
+    monkeypatch.setattr(harness.repo, "finish_run", store_down)
+    run_id = await harness.start(name, {"x": 1})
+    assert await harness.engine.wait(run_id, 10)
+    monkeypatch.undo()
+    assert (await harness.repo.run(run_id)).status == RunStatus.RUNNING  # the write was lost
+    repaired = await harness.service.get_run(run_id)
+    assert repaired.status == RunStatus.FAILED
+    assert repaired.error is not None
+    assert "the store is down" in repaired.error
