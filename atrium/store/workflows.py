@@ -387,6 +387,18 @@ class WorkflowRepository:
         async with self._db.engine.begin() as conn:
             await conn.execute(_upsert_nodes(self._db.is_sqlite), _latest_rows(records))
 
+    async def children(self, run_id: str) -> list[RunRecord]:
+        """The child runs (sub-workflows, map items) a run started, oldest first."""
+        async with self._db.session() as session:
+            rows = (
+                await session.execute(
+                    _runs()
+                    .where(WorkflowRunRow.parent_run_id == run_id)
+                    .order_by(WorkflowRunRow.created_at, WorkflowRunRow.id)
+                )
+            ).all()
+        return [_run(row, name) for row, name in rows]
+
     async def nodes(self, run_id: str) -> list[NodeRecord]:
         """Every block record of a run, in start order (unstarted last, then by node id)."""
         async with self._db.session() as session:

@@ -306,7 +306,11 @@ class WorkflowEngine:
         if record.status.terminal:
             msg = f"run {run_id} has already ended ({record.status.value})"
             raise ConflictError(msg)
-        await DBOS.cancel_workflow_async(run_id)
+        await DBOS.cancel_workflow_async(run_id, cancel_children=True)
+        self._local.pop(run_id, None)
+        for child in await self._store.children(run_id):
+            if not child.status.terminal:
+                await self.cancel(child.id)
         await self._store.finish_run(
             run_id, RunOutcome(RunStatus.CANCELLED, {}, "cancelled", record.tokens, record.cost_usd)
         )

@@ -196,3 +196,7 @@ class RunStore(Protocol):
     async def nodes(self, run_id: str) -> list[NodeRecord]:
         """Every block record of a run, in start order."""
         ...
+
+    async def children(self, run_id: str) -> list[RunRecord]:
+        """The child runs (sub-workflows, map items) a run started."""
+        ...

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
 
-from atrium.core.errors import ConflictError, InvalidRequestError
+from atrium.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from atrium.workflows.graph import WorkflowValidationError
 from atrium.workflows.records import NodeStatus, RunStatus
 from tests.integration.workflows.conftest import Harness
@@ -350,8 +351,9 @@ async def test_subworkflows_and_map_run_as_child_runs(harness: Harness) -> None:
 
 async def _until(harness: Harness, run_id: str, status: RunStatus, within: float = 10) -> None:
     for _ in range(int(within / 0.05)):
-        if (await harness.repo.run(run_id)).status == status:
-            return
+        with contextlib.suppress(NotFoundError):  # a child run may not exist yet
+            if (await harness.repo.run(run_id)).status == status:
+                return
         await asyncio.sleep(0.05)
     raise AssertionError(f"run {run_id} never reached {status}")
 
@@ -374,3 +376,31 @@ async def test_a_run_whose_last_write_failed_is_repaired_not_left_running(
     assert repaired.status == RunStatus.FAILED
     assert repaired.error is not None
     assert "the store is down" in repaired.error
+
+
+async def test_cancelling_a_parent_cancels_its_children(harness: Harness) -> None:
+    await harness.publish(
+        {
+            "name": "waits",
+            "inputs": {"x": {"type": "integer"}},
+            "nodes": [{"id": "start", "type": "start"}, {"id": "gate", "type": "approval"}],
+            "edges": [{"source": "start", "source_handle": "done", "target": "gate"}],
+        }
+    )
+    definition = {
+        "name": "fans-out",
+        "inputs": {"items": {"type": "array"}},
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "each", "type": "map", "config": {"workflow": "waits", "item_input": "x"}},
+        ],
+        "edges": [edge("start", "each", "items", "items")],
+    }
+    name = await harness.publish(definition)
+    run_id = await harness.start(name, {"items": [1, 2]})
+    for index in (0, 1):
+        await _until(harness, f"{run_id}.each.{index}", RunStatus.WAITING)
+    await harness.service.cancel(run_id)
+    children = await harness.repo.children(run_id)
+    assert [c.status for c in children] == [RunStatus.CANCELLED, RunStatus.CANCELLED]
+    assert (await harness.repo.run(run_id)).status == RunStatus.CANCELLED
