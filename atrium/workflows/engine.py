@@ -26,10 +26,10 @@ from dbos import error as dbos_errors
 from sqlalchemy import event
 
 from atrium.core.errors import AtriumError, ConflictError, InvalidRequestError, NotFoundError
-from atrium.workflows.blocks.base import BlockContext, BlockRegistry, BlockServices
-from atrium.workflows.blocks.core import ApprovalConfig, MapConfig, SubworkflowConfig
+from atrium.workflows.blocks.base import BlockContext, BlockError, BlockRegistry, BlockServices
+from atrium.workflows.blocks.core import ApprovalConfig, LoopConfig, MapConfig, SubworkflowConfig
 from atrium.workflows.dsl import parse_workflow
-from atrium.workflows.expressions import render
+from atrium.workflows.expressions import evaluate, render, truthy
 from atrium.workflows.graph import CompiledNode, CompiledWorkflow, compile_workflow
 from atrium.workflows.recorder import RunRecorder
 from atrium.workflows.records import (
@@ -673,6 +673,8 @@ class _Run:
                 outputs, handles = await self._subworkflow(item)
             elif node.spec.type == "map":
                 outputs, handles = await self._map(item)
+            elif node.spec.type == "loop":
+                outputs, handles = await self._loop(item)
             else:
                 msg = f"no engine implementation for block {node.spec.type!r}"
                 raise RuntimeError(msg)
@@ -738,7 +740,7 @@ class _Run:
         self,
         node: CompiledNode,
         index: int,
-        target: SubworkflowConfig | MapConfig,
+        target: SubworkflowConfig | MapConfig | LoopConfig,
         inputs: dict[str, Any],
     ) -> Any:
         child_id, version_id, filled = await DBOS.run_step_async(
@@ -756,6 +758,33 @@ class _Run:
             return await DBOS.start_workflow_async(
                 binding.execute, child_id, version_id, filled, self.key_id
             )
+
+    async def _loop(self, item: Ready) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+        config = item.node.config
+        assert isinstance(config, LoopConfig)
+        inputs = dict(item.inputs.get("inputs") or {})
+        history: list[dict[str, Any]] = []
+        outputs: dict[str, Any] = {}
+        for iteration in range(1, config.max_iterations + 1):
+            handle = await self._start_child(item.node, iteration - 1, config, inputs)
+            result = await handle.get_result()
+            if result["status"] != RunStatus.SUCCEEDED.value:
+                raise _BlockFailureError(
+                    f"iteration {iteration} ({handle.workflow_id}) {result['status']}: "
+                    f"{result.get('error')}"
+                )
+            outputs = result["outputs"]
+            history.append(outputs)
+            scope = {"outputs": outputs, "iteration": iteration, "inputs": inputs}
+            try:
+                done = truthy(evaluate(config.until, scope, config.language))
+            except BlockError as exc:
+                raise _BlockFailureError(f"until: {exc}") from None
+            if done:
+                break
+            if config.carry:
+                inputs = {**inputs, **outputs}
+        return {"outputs": outputs, "iterations": len(history), "history": history}, None
 
     async def _subworkflow(self, item: Ready) -> tuple[dict[str, Any], tuple[str, ...] | None]:
         config = item.node.config

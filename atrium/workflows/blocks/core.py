@@ -268,7 +268,7 @@ class MapBlock(Block):
     """Loop / map over a list: one durable child run per item, results in order."""
 
     type = "map"
-    title = "Loop / Map"
+    title = "Map"
     description = "Run a workflow for each item of a list with a concurrency limit."
     category = "flow"
     kind = "engine"
@@ -289,6 +289,53 @@ class MapBlock(Block):
         raise NotImplementedError("the engine runs map blocks")
 
 
+class LoopConfig(BlockConfig):
+    """Run a workflow again and again, each run's outputs feeding the next, until done."""
+
+    workflow: str
+    version: int | None = Field(None, ge=1)
+    until: str = Field(
+        description=(
+            "An expression over `outputs` (the last run's) and `iteration` (1, 2, ...): "
+            "the loop stops once it is true."
+        )
+    )
+    language: Language = Field("jmespath", description="jmespath, or jinja.")
+    max_iterations: int = Field(10, ge=1, le=1000, description="A hard stop.")
+    carry: bool = Field(True, description="Merge each run's outputs into the next run's inputs.")
+
+    @model_validator(mode="after")
+    def _compile(self) -> LoopConfig:
+        _valid_expression(self.until, self.language)
+        return self
+
+
+class LoopBlock(Block):
+    """A loop: durable child runs one after another until a condition holds."""
+
+    type = "loop"
+    title = "Loop"
+    description = "Repeat a workflow until a condition on its outputs holds (or a limit)."
+    category = "flow"
+    kind = "engine"
+    Config = LoopConfig
+
+    def inputs(self, config: BlockConfig) -> dict[str, PortSpec]:
+        return {"inputs": PortSpec(type="object", required=False, default={})}
+
+    def outputs(self, config: BlockConfig) -> dict[str, PortSpec]:
+        return {
+            "outputs": PortSpec(type="object"),
+            "iterations": PortSpec(type="integer"),
+            "history": PortSpec(type="array[object]"),
+        }
+
+    async def run(
+        self, ctx: BlockContext, config: BlockConfig, inputs: dict[str, Any]
+    ) -> BlockResult:
+        raise NotImplementedError("the engine runs loop blocks")
+
+
 def core_blocks() -> list[Block]:
     """The blocks every engine has."""
     return [
@@ -300,4 +347,5 @@ def core_blocks() -> list[Block]:
         ApprovalBlock(),
         SubworkflowBlock(),
         MapBlock(),
+        LoopBlock(),
     ]

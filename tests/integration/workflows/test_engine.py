@@ -404,3 +404,41 @@ async def test_cancelling_a_parent_cancels_its_children(harness: Harness) -> Non
     children = await harness.repo.children(run_id)
     assert [c.status for c in children] == [RunStatus.CANCELLED, RunStatus.CANCELLED]
     assert (await harness.repo.run(run_id)).status == RunStatus.CANCELLED
+
+
+async def test_a_loop_repeats_a_workflow_until_its_condition_holds(harness: Harness) -> None:
+    await harness.publish(chain("step-up", 1, config={"amount": 3}))
+    definition = {
+        "name": "loops",
+        "inputs": {"start": {"type": "object"}},
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {
+                "id": "repeat",
+                "type": "loop",
+                "config": {
+                    "workflow": "step-up",
+                    "until": "outputs.x >= `10`",
+                    "max_iterations": 20,
+                },
+            },
+            {
+                "id": "capped",
+                "type": "loop",
+                "config": {"workflow": "step-up", "until": "`false`", "max_iterations": 2},
+            },
+        ],
+        "edges": [
+            edge("start", "repeat", "start", "inputs"),
+            edge("start", "capped", "start", "inputs"),
+        ],
+        "outputs": {
+            "last": {"source": "repeat.outputs"},
+            "iterations": {"source": "repeat.iterations"},
+            "capped": {"source": "capped.iterations"},
+        },
+    }
+    name = await harness.publish(definition)
+    run = await harness.run(name, {"start": {"x": 0}})
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.outputs == {"last": {"x": 12}, "iterations": 4, "capped": 2}
