@@ -79,9 +79,9 @@ class PortSpec(_Strict):
     """A typed input or output of a block, or an input of the workflow itself."""
 
     type: str = Field("any", description="any, string, number, integer, boolean, object, array[T]")
-    required: bool = True
-    default: Any = None
-    description: str = ""
+    required: bool = Field(True, description="Whether a value must arrive.")
+    default: Any = Field(None, description="The value when none arrives.")
+    description: str = Field("", description="What the port carries.")
 
     @field_validator("type")
     @classmethod

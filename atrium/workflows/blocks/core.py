@@ -31,7 +31,9 @@ class StartBlock(Block):
 class EndConfig(BlockConfig):
     """Ports the End block collects (each becomes a workflow output of the same name)."""
 
-    outputs: dict[str, PortSpec] = Field(default_factory=dict)
+    outputs: dict[str, PortSpec] = Field(
+        default_factory=dict, description="Output name -> its type; each is an input to connect."
+    )
 
 
 class EndBlock(Block):
@@ -73,7 +75,9 @@ class TransformConfig(BlockConfig):
     """Named expressions over the block's inputs, ``inputs``, ``vars`` and ``nodes``."""
 
     language: Language = Field("jmespath", description="jmespath, or jinja for arithmetic.")
-    expressions: dict[str, str] = Field(min_length=1)
+    expressions: dict[str, str] = Field(
+        min_length=1, description="Output name -> the expression computing it."
+    )
     output_types: dict[str, str] = Field(
         default_factory=dict, description="Declared type per output (default any)."
     )
@@ -128,7 +132,7 @@ class ConditionConfig(BlockConfig):
     """An expression; its truth picks the ``true`` or the ``false`` handle."""
 
     language: Language = Field("jmespath", description="jmespath, or jinja.")
-    expression: str
+    expression: str = Field(description="True takes the `true` handle, false the `false` one.")
 
     @model_validator(mode="after")
     def _compile(self) -> ConditionConfig:
@@ -189,7 +193,9 @@ class ApprovalConfig(BlockConfig):
     """What the approver sees, and how long the run waits."""
 
     message: str = Field("Approve to continue.", description="A template over the inputs.")
-    timeout_hours: float = Field(72.0, gt=0, le=24 * 365)
+    timeout_hours: float = Field(
+        72.0, gt=0, le=24 * 365, description="Without a decision by then, the block fails."
+    )
 
 
 class ApprovalBlock(Block):
@@ -228,8 +234,8 @@ class ApprovalBlock(Block):
 class SubworkflowConfig(BlockConfig):
     """Another saved workflow, by id or name, at its published version unless pinned."""
 
-    workflow: str
-    version: int | None = Field(None, ge=1)
+    workflow: str = Field(description="The workflow to run (name or id).")
+    version: int | None = Field(None, ge=1, description="Pin a version (default: published).")
 
 
 class SubworkflowBlock(Block):
@@ -257,11 +263,11 @@ class SubworkflowBlock(Block):
 class MapConfig(BlockConfig):
     """Run a workflow once per item, at most ``concurrency`` at a time."""
 
-    workflow: str
-    version: int | None = Field(None, ge=1)
+    workflow: str = Field(description="The workflow to run (name or id).")
+    version: int | None = Field(None, ge=1, description="Pin a version (default: published).")
     item_input: str = Field("item", pattern=IDENT, description="The child input given each item.")
-    concurrency: int = Field(4, ge=1, le=64)
-    max_items: int = Field(1000, ge=1, le=100_000)
+    concurrency: int = Field(4, ge=1, le=64, description="Child runs at once.")
+    max_items: int = Field(1000, ge=1, le=100_000, description="More items fail the block.")
 
 
 class MapBlock(Block):
@@ -292,8 +298,8 @@ class MapBlock(Block):
 class LoopConfig(BlockConfig):
     """Run a workflow again and again, each run's outputs feeding the next, until done."""
 
-    workflow: str
-    version: int | None = Field(None, ge=1)
+    workflow: str = Field(description="The workflow to run (name or id).")
+    version: int | None = Field(None, ge=1, description="Pin a version (default: published).")
     until: str = Field(
         description=(
             "An expression over `outputs` (the last run's) and `iteration` (1, 2, ...): "

@@ -19,6 +19,8 @@ ADDED = {
     "notify",
     "analyze_document",
     "generate_report",
+    "agent",
+    "save_artifact",
 }
 
 
@@ -37,6 +39,14 @@ def test_library_blocks_are_described_steps(block_type: str) -> None:
     assert block.__doc__
     described = block.describe()
     json.dumps(described)
+    assert described["title"]
+    assert described["description"]
+    assert _undocumented(described["config_schema"]) == []
+
+
+@pytest.mark.parametrize("block", core_blocks(), ids=lambda b: b.type)
+def test_core_blocks_are_described_too(block: Any) -> None:
+    described = block.describe()
     assert described["title"]
     assert described["description"]
     assert _undocumented(described["config_schema"]) == []
