@@ -368,7 +368,7 @@ def _workflows(
     repo = WorkflowRepository(db)
     artifacts = FsspecArtifacts(wf.artifacts_url or str(settings.data_dir.resolve() / "artifacts"))
     services = BlockServices(
-        models=GatewayModels(inference, auth),
+        models=GatewayModels(inference, auth, settings.prices),
         knowledge=KnowledgeRetriever(knowledge, auth),
         secrets=StoredSecrets(secret_store),
         artifacts=artifacts,

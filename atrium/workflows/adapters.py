@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import fsspec  # type: ignore[import-untyped]
 import orjson
 
 from atrium.core.errors import AtriumError, InvalidRequestError, NotFoundError
+from atrium.core.settings import ModelPrice
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.gateway.service import InferenceService
 from atrium.rag.parsers import ParseError, parse_document
@@ -31,17 +33,29 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 class GatewayModels:
     """Chat through the gateway's own path, as the run's key."""
 
-    def __init__(self, inference: InferenceService, auth: KeyAuthenticator) -> None:
+    def __init__(
+        self,
+        inference: InferenceService,
+        auth: KeyAuthenticator,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ) -> None:
         self._inference = inference
         self._auth = auth
+        self._prices = dict(prices or {})
 
     async def chat(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One non-streamed chat completion."""
+        """One non-streamed chat completion, its ``usage`` priced (``cost_usd``)."""
         principal = await self._auth.principal_for(key_id)
         answer = await self._inference.chat_as(principal, orjson.dumps({**body, "stream": False}))
         if not isinstance(answer, dict):
             msg = "the model answered with a stream where a completion was expected"
             raise BlockError(msg)
+        usage = answer.get("usage")
+        price = self._prices.get(str(answer.get("model")))
+        if isinstance(usage, dict) and price is not None:
+            usage["cost_usd"] = price.cost(
+                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+            )
         return answer
 
 

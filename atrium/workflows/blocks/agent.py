@@ -537,6 +537,7 @@ class AgentBlock(Block):
                 "steps": [step.public() for step in loop.steps],
             },
             tokens=loop.session.tokens + runner.tokens,
+            cost_usd=loop.session.cost_usd + runner.cost_usd,
         )
 
 

@@ -353,6 +353,7 @@ class ToolRunner:
         self._calls = 0
         self.citations: list[JSON] = []
         self.tokens = 0
+        self.cost_usd = 0.0
         self.listed: dict[str, JSON] = {}
 
     def schema(self, tool: ToolSpec) -> JSON:
@@ -433,6 +434,7 @@ class ToolRunner:
         inner = dataclasses.replace(self._ctx, node_id=f"{self._ctx.node_id}:{self._calls}")
         result = await block.run(inner, config, inputs)
         self.tokens += result.tokens
+        self.cost_usd += result.cost_usd
         return as_text(result.outputs)
 
     async def list_mcp_schemas(self, tools: Iterable[ToolSpec]) -> None:

@@ -208,7 +208,7 @@ class AnalyzeDocumentBlock(Block):
             )
         else:
             outputs["summary"] = (await session.ask(messages)).strip()
-        return BlockResult(outputs, tokens=session.tokens)
+        return BlockResult(outputs, tokens=session.tokens, cost_usd=session.cost_usd)
 
 
 # -- Generate Report ------------------------------------------------------------------
@@ -441,7 +441,11 @@ class GenerateReportBlock(Block):
             bodies.append(clean_section(await session.ask(messages), heading))
         markdown = assemble_markdown(title, headings, bodies)
         artifacts = await store_report(ctx, config, title, markdown)
-        return BlockResult({"markdown": markdown, "artifacts": artifacts}, tokens=session.tokens)
+        return BlockResult(
+            {"markdown": markdown, "artifacts": artifacts},
+            tokens=session.tokens,
+            cost_usd=session.cost_usd,
+        )
 
 
 __all__ = [

@@ -146,6 +146,7 @@ class ModelSession:
         self._ctx = ctx
         self._config = config
         self.tokens = 0
+        self.cost_usd = 0.0
 
     async def ask(self, messages: list[JSON], *, response_format: JSON | None = None) -> str:
         """One completion's text."""
@@ -160,6 +161,7 @@ class ModelSession:
             body["response_format"] = response_format
         answer = await self._ctx.services.models.chat(self._ctx.key_id, body)
         self.tokens += _total_tokens(answer)
+        self.cost_usd += _cost(answer)
         return _answer_text(answer)
 
     async def ask_json(
@@ -206,6 +208,13 @@ def _answer_text(answer: JSON) -> str:
         msg = "the model answered without text"
         raise BlockError(msg)
     return content
+
+
+def _cost(answer: JSON) -> float:
+    """What the gateway priced the call at (``usage.cost_usd``; 0 for unpriced models)."""
+    usage = answer.get("usage")
+    cost = usage.get("cost_usd") if isinstance(usage, dict) else None
+    return float(cost) if isinstance(cost, int | float) and not isinstance(cost, bool) else 0.0
 
 
 def _total_tokens(answer: JSON) -> int:
@@ -285,11 +294,13 @@ class LlmBlock(Block):
         session = ModelSession(ctx, config)
         if config.json_schema is None:
             text = await session.ask(messages)
-            return BlockResult({"text": text}, tokens=session.tokens)
+            return BlockResult({"text": text}, tokens=session.tokens, cost_usd=session.cost_usd)
         text, data = await session.ask_json(
             messages, config.json_schema, repair_attempts=config.repair_attempts
         )
-        return BlockResult({"text": text, "data": data}, tokens=session.tokens)
+        return BlockResult(
+            {"text": text, "data": data}, tokens=session.tokens, cost_usd=session.cost_usd
+        )
 
 
 # -- Classifier -----------------------------------------------------------------------
@@ -414,7 +425,10 @@ class ClassifierBlock(Block):
             msg = f"the model's answer {answer.strip()[:200]!r} names none of {', '.join(names)}"
             raise BlockError(msg)
         return BlockResult(
-            {"category": chosen, "text": text}, handles=(chosen, "done"), tokens=session.tokens
+            {"category": chosen, "text": text},
+            handles=(chosen, "done"),
+            tokens=session.tokens,
+            cost_usd=session.cost_usd,
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -103,6 +104,23 @@ async def test_llm_renders_its_templates_and_answers_text(tmp_path: Path) -> Non
         "temperature": 0.0,
         "max_tokens": 64,
     }
+
+
+class PricedModels(ScriptedModels):
+    """The gateway's adapter prices each answer's usage (``usage.cost_usd``)."""
+
+    async def chat(self, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        answer = await super().chat(key_id, body)
+        answer["usage"]["cost_usd"] = 0.25
+        return answer
+
+
+async def test_llm_sums_the_cost_of_every_call(tmp_path: Path) -> None:
+    models = PricedModels("not json", '{"n": 1}')
+    ctx = make_context(make_services(tmp_path, models=models))
+    config = {"prompt": "Count.", "json_schema": {"type": "object", "required": ["n"]}}
+    result = await run_block(LlmBlock(), config, ctx, {})
+    assert result.cost_usd == 0.5  # the first answer and its repair
 
 
 async def test_llm_structured_output_asks_with_the_schema_and_parses_the_answer(
