@@ -21,7 +21,9 @@ from atrium.core.errors import InvalidRequestError
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 #: Workflow names that would be shadowed by fixed routes under /v1/workflows.
-RESERVED_NAMES = frozenset({"runs", "blocks", "schema", "validate", "triggers", "import"})
+RESERVED_NAMES = frozenset(
+    {"runs", "blocks", "schema", "validate", "triggers", "import", "templates"}
+)
 _IDENT_RE = re.compile(IDENT)
 
 #: Port types. ``array[T]`` is an array of T; ``any`` fits everything.

@@ -45,8 +45,8 @@ _EXTRACT_TASK = "Extract the information that the JSON schema describes from the
 # -- reading documents ------------------------------------------------------------------
 
 
-def _section(text: str, title: Any = None, page: Any = None) -> dict[str, Any]:
-    return {"text": text, "title": title, "page": page}
+def _section(text: str, title: Any = None, page: Any = None, kind: Any = "text") -> dict[str, Any]:
+    return {"text": text, "title": title, "page": page, "kind": kind or "text"}
 
 
 def _decode_base64(name: str, encoded: Any) -> bytes:
@@ -96,7 +96,9 @@ async def read_document(ctx: BlockContext, document: Any) -> tuple[str, list[dic
         msg = "the document needs text, content_base64 (with a name) or artifact"
         raise BlockError(msg)
     sections = await ctx.services.documents.read(name, data)
-    return name, [_section(s.get("text", ""), s.get("title"), s.get("page")) for s in sections]
+    return name, [
+        _section(s.get("text", ""), s.get("title"), s.get("page"), s.get("kind")) for s in sections
+    ]
 
 
 def document_text(sections: list[dict[str, Any]]) -> str:
@@ -179,7 +181,9 @@ class AnalyzeDocumentBlock(Block):
         assert isinstance(config, AnalyzeDocumentConfig)
         ports = {
             "text": PortSpec(type="string", description="The document's text."),
-            "sections": PortSpec(type="array[object]", description="{text, title, page} each."),
+            "sections": PortSpec(
+                type="array[object]", description="{text, title, page, kind: text|table} each."
+            ),
         }
         if config.mode == "extract":
             ports["data"] = PortSpec(type="any", description="The extracted data, validated.")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
 import http.server
+import io
 import json
 import threading
 import time
@@ -19,9 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+import docx
 import httpx
 import pytest
 import pytest_asyncio
+from fpdf import FPDF
 
 from atrium.app import Platform, build_app, build_platform
 from atrium.core.errors import InvalidRequestError, NotFoundError
@@ -55,6 +59,11 @@ METRICS = {
     "p99_latency_ms": 950,
     "errors_last_hour": 37,
 }
+SEARCH = {
+    "results": [
+        {"title": "Acme raises guidance", "snippet": "Acme now expects 16.5 billion in revenue."}
+    ]
+}
 
 
 class _Loopback(http.server.BaseHTTPRequestHandler):
@@ -66,11 +75,12 @@ class _Loopback(http.server.BaseHTTPRequestHandler):
         "/feed.json": ("application/feed+json", json.dumps(JSON_FEED).encode()),
         "/feed.rss": ("application/rss+xml", RSS_FEED.encode()),
         "/metrics.json": ("application/json", json.dumps(METRICS).encode()),
+        "/search": ("application/json", json.dumps(SEARCH).encode()),
     }
 
     def do_GET(self) -> None:
         self.gets.append(self.path)
-        page = self.pages.get(self.path)
+        page = self.pages.get(self.path.split("?", 1)[0])
         if page is None:
             self.send_error(404)
             return
@@ -198,7 +208,7 @@ async def test_every_template_instantiates_with_its_defaults_and_validates(
 ) -> None:
     library = TemplateLibrary.bundled()
     templates = library.list()
-    assert len(templates) >= 6
+    assert len(templates) >= 8
     for template in templates:
         definition = library.instantiate(template.id, f"check-{template.id}")
         spec = running.platform.workflows.validate(definition)
@@ -311,7 +321,10 @@ async def test_document_qa_answers_from_a_knowledge_base_with_citations(
         )
         assert uploaded.status_code == 201, uploaded.text
     await _instantiate(
-        running, "document-qa", "desk-qa", parameters={"knowledge_base": "desk-notes", "top_k": 2}
+        running,
+        "document-qa",
+        "desk-qa",
+        parameters={"knowledge_base": "desk-notes", "top_k": 2, "max_tokens": 64},
     )
     run = await _run(running, "desk-qa", {"question": "When will the central bank cut rates?"})
     assert run["status"] == "succeeded", run["error"]
@@ -334,7 +347,7 @@ CEO: Supply constraints in Asia remain a risk for hardware deliveries in the fou
 async def test_research_report_extracts_key_points_and_stores_the_report(
     running: Running,
 ) -> None:
-    await _instantiate(running, "research-report", "acme-call")
+    await _instantiate(running, "research-report", "acme-call", parameters={"max_tokens": 48})
     run = await _run(
         running,
         "acme-call",
@@ -368,6 +381,7 @@ async def test_risk_alert_triage_takes_a_branch_and_high_alerts_wait_for_approva
         "Counterparty Lehman Brothers has defaulted; our exposure of 2 billion dollars is lost.",
         "Fraud detected: a trader hid 800 million dollars of losses and breached every limit.",
         "The exchange is down; no orders can be placed and positions cannot be hedged.",
+        "The weekly risk newsletter was published on time.",
     ]
     seen: dict[str, str] = {}
     for alert in alerts:
@@ -399,7 +413,7 @@ async def test_market_news_digest_reads_json_and_rss_feeds(running: Running, loo
         running,
         "market-news-digest",
         "digest",
-        parameters={"feed_url": f"{loopback}/feed.json"},
+        parameters={"feed_url": f"{loopback}/feed.json", "max_tokens": 64},
     )
     run = await _run(running, "digest", {})
     assert run["status"] == "succeeded", run["error"]
@@ -423,7 +437,9 @@ The fund is managed by Jane Doe, head of European equities.
 
 
 async def test_compliance_check_gives_findings_and_counts(running: Running) -> None:
-    await _instantiate(running, "compliance-check", "factsheet-check")
+    await _instantiate(
+        running, "compliance-check", "factsheet-check", parameters={"max_tokens": 160}
+    )
     rules = ["The document states the fees.", "The document names the fund manager."]
     for document in (
         {"text": POLICY},
@@ -448,7 +464,11 @@ async def test_daily_report_is_scheduled_and_reports_on_its_endpoint(
         running,
         "daily-report",
         "ops-daily",
-        parameters={"metrics_url": f"{loopback}/metrics.json", "title": "Order router"},
+        parameters={
+            "metrics_url": f"{loopback}/metrics.json",
+            "title": "Order router",
+            "max_tokens": 48,
+        },
         publish=False,
         schedule=True,
     )
@@ -468,3 +488,101 @@ async def test_daily_report_is_scheduled_and_reports_on_its_endpoint(
     assert run["outputs"]["markdown"].startswith("# Order router\n")
     await _check_report(running, run, "daily-report")
     assert "/metrics.json" in _Loopback.gets
+
+
+def _docx_with_a_table(rows: list[list[str]]) -> bytes:
+    document = docx.Document()
+    document.add_heading("Credit watch list", level=1)
+    document.add_paragraph("Ratings and outlooks as of June 2026.")
+    table = document.add_table(rows=len(rows), cols=len(rows[0]))
+    for cells, row in zip(table.rows, rows, strict=True):
+        for cell, text in zip(cells.cells, row, strict=True):
+            cell.text = text
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def _pdf_with_a_table(rows: list[list[str]]) -> bytes:
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", size=11)
+    pdf.cell(text="Credit watch list", new_x="LMARGIN", new_y="NEXT")
+    with pdf.table() as table:
+        for row in rows:
+            cells = table.row()
+            for text in row:
+                cells.cell(text)
+    return bytes(pdf.output())
+
+
+async def test_table_to_csv_converts_a_parsed_table_and_reads_a_pdf_with_the_model(
+    running: Running,
+) -> None:
+    rows = [
+        ["Issuer", "Rating", "Outlook"],
+        ["Acme, Inc.", "BBB", "negative"],
+        ['Globex "GX"', "A", "stable"],
+    ]
+    await _instantiate(running, "table-to-csv", "tables", parameters={"max_tokens": 96})
+    word = {
+        "name": "watch-list.docx",
+        "content_base64": base64.b64encode(_docx_with_a_table(rows)).decode(),
+    }
+    run = await _run(running, "tables", {"document": word, "csv_name": "watch-list.csv"})
+    assert run["status"] == "succeeded", run["error"]
+    assert run["outputs"]["source"] == "parser"
+    assert run["outputs"]["artifact"]["name"] == "watch-list.csv"
+    stored = await _artifact(running, run["id"], "watch-list.csv")
+    assert stored.headers["content-type"].startswith("text/csv")
+    assert list(csv.reader(io.StringIO(stored.text))) == rows
+    assert stored.text == run["outputs"]["csv"]
+    # A PDF's text has no table structure: the model reads the rows (whatever a tiny
+    # model makes of them, the run ends with a CSV file).
+    pdf = {
+        "name": "watch-list.pdf",
+        "content_base64": base64.b64encode(_pdf_with_a_table(rows)).decode(),
+    }
+    run = await _run(running, "tables", {"document": pdf})
+    assert run["status"] == "succeeded", run["error"]
+    assert run["outputs"]["source"] == "model"
+    assert run["outputs"]["tables"] == []
+    stored = await _artifact(running, run["id"], "table.csv")
+    assert all(isinstance(row, list) for row in csv.reader(io.StringIO(stored.text)))
+
+
+async def test_research_agent_searches_with_tools_and_cites(
+    running: Running, loopback: str
+) -> None:
+    admin = running.admin
+    created = await admin.post("/v1/knowledge-bases", json={"name": "agent-notes"})
+    assert created.status_code == 201, created.text
+    for name, text in (("outlook.md", RATES), ("energy.txt", ENERGY)):
+        uploaded = await admin.post(
+            "/v1/knowledge-bases/agent-notes/documents", files={"file": (name, text.encode())}
+        )
+        assert uploaded.status_code == 201, uploaded.text
+    await _instantiate(
+        running,
+        "research-agent",
+        "analyst",
+        parameters={
+            "knowledge_base": "agent-notes",
+            "search_url": f"{loopback}/search",
+            "max_steps": 2,
+            "max_tokens": 96,
+        },
+    )
+    run = await _run(running, "analyst", {"question": "What did Brent crude do after OPEC met?"})
+    assert run["status"] == "succeeded", run["error"]
+    outputs = run["outputs"]
+    assert isinstance(outputs["answer"], str)
+    assert outputs["answer"].strip()
+    assert isinstance(outputs["citations"], list)
+    steps = outputs["steps"]
+    assert 1 <= len(steps) <= 2
+    actions = {step["action"] for step in steps}
+    assert actions <= {"search_documents", "web_search", "final_answer", "invalid"}
+    if "search_documents" in actions:
+        assert outputs["citations"]
+        assert {c["title"] for c in outputs["citations"]} <= {"Rates outlook", "energy.txt"}

@@ -45,7 +45,9 @@ async def test_summary_of_plain_text(tmp_path: Path) -> None:
     result = await run_block(AnalyzeDocumentBlock(), {}, ctx, {"document": document})
     assert result.outputs == {
         "text": "Lunch is at noon on Friday.",
-        "sections": [{"text": "Lunch is at noon on Friday.", "title": None, "page": None}],
+        "sections": [
+            {"text": "Lunch is at noon on Friday.", "title": None, "page": None, "kind": "text"}
+        ],
         "summary": "A short memo about lunch.",
     }
     assert result.tokens == 12
