@@ -122,7 +122,16 @@ def _dbos_config(config: EngineConfig) -> DBOSConfig:
         log_level="WARNING",
     )
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        # One connection: SQLite has one writer at a time, and threads queueing for the
+        # pool's connection wake the moment it is free, where threads racing for the
+        # database's write lock back off in sleeps (parallel steps: 3.6 -> 2.3 ms a block).
+        engine = sa.create_engine(
+            url,
+            connect_args={"check_same_thread": False},
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=300,
+        )
 
         @event.listens_for(engine, "connect")
         def _wal(dbapi_conn: Any, _: Any) -> None:
