@@ -257,3 +257,51 @@ def test_a_killed_worker_run_finishes_on_the_other_one(
     assert run["status"] == "succeeded", run
     assert run["outputs"] == {f"r{b}": {"x": 3 * (b + 1)} for b in range(5)}
     _check_ledger(ledger, run_id, blocks=15, superstep=lambda node: node.rsplit("_", 1)[1])
+
+
+def test_an_approval_waits_across_a_restart(tmp_path: Path, ledger: Ledger) -> None:
+    definition = {
+        "name": "approve-then-call",
+        "inputs": {"seed": {"type": "object"}},
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "gate", "type": "approval", "config": {"message": "Call the ledger?"}},
+            _call("call", f"{ledger.url}/add/5"),
+        ],
+        "edges": [
+            {"source": "start", "source_handle": "done", "target": "gate"},
+            {"source": "gate", "source_handle": "approved", "target": "call"},
+            {"source": "start", "source_handle": "seed", "target": "call", "target_handle": "data"},
+        ],
+        "outputs": {"result": {"source": "call.json"}},
+    }
+    config = _config()
+    first = RemoteAtriumServer(tmp_path, config=config)
+    with first:
+        run_id = _publish_and_start(first, definition)
+
+        def waiting() -> bool:
+            with first.http() as http:
+                return bool(http.get(f"/v1/workflows/runs/{run_id}").json()["status"] == "waiting")
+
+        poll_until(waiting, timeout=30, what="the run to wait for approval")
+        first.process.kill()
+        first.process.wait(10)
+    with RemoteAtriumServer(tmp_path, config=config) as second:
+        poll_until(
+            lambda: _status(second, run_id) == "waiting", timeout=60, what="the run to wait again"
+        )
+        with second.http() as http:
+            decided = http.post(
+                f"/v1/workflows/runs/{run_id}/approvals/gate", json={"approved": True}
+            )
+        assert decided.status_code == 202, decided.text
+        run = _finished_run(second, run_id, within=60)
+    assert run["status"] == "succeeded", run
+    assert run["outputs"] == {"result": {"x": 5}}
+    assert len(ledger.effects) == 1
+
+
+def _status(server: RemoteAtriumServer, run_id: str) -> str:
+    with server.http() as http:
+        return str(http.get(f"/v1/workflows/runs/{run_id}").json()["status"])
