@@ -25,7 +25,7 @@ from atrium.api.knowledge import UPLOAD_PATH, caller_of, knowledge_router
 from atrium.api.routes import routes_router
 from atrium.api.secrets import secrets_router
 from atrium.api.usage import usage_router
-from atrium.api.workflows import hooks_router, workflows_router
+from atrium.api.workflows import MAX_RUN_FILES, RUNS_PATH, hooks_router, workflows_router
 from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
 from atrium.bus.base import cancel_and_wait
 from atrium.core.errors import InvalidRequestError
@@ -389,6 +389,7 @@ def _workflows(
         artifacts,
         sync_timeout=wf.sync_timeout_seconds,
         max_inputs_bytes=wf.max_inputs_bytes,
+        max_file_bytes=settings.rag.max_upload_bytes,
     )
 
 
@@ -465,7 +466,10 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.server.max_body_bytes,
-        overrides=[(UPLOAD_PATH, max(upload_limit, settings.server.max_body_bytes))],
+        overrides=[
+            (UPLOAD_PATH, max(upload_limit, settings.server.max_body_bytes)),
+            (RUNS_PATH, max(upload_limit * MAX_RUN_FILES, settings.server.max_body_bytes)),
+        ],
     )
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)

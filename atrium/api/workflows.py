@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
 
-from atrium.core.errors import NotFoundError
+from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.core.http import json_response, parse_body, parse_data, parse_json_object
 from atrium.gateway.auth import KeyAuthenticator, Principal
+from atrium.rag.parsers import is_supported
 from atrium.store.keys import Scope
 from atrium.store.workflows import TriggerRecord, WorkflowRecord
 from atrium.workflows.dsl import workflow_json_schema
 from atrium.workflows.records import RunRecord, VersionRef
-from atrium.workflows.service import RunRequest, WorkflowService
+from atrium.workflows.service import RunFile, RunRequest, WorkflowService
 from atrium.workflows.templates import TemplateInstaller, TemplateInstantiate, TemplateLibrary
 from atrium.workflows.triggers import TriggerService
 
 HOOKS_PREFIX = "/v1/hooks/workflows"
+#: Where runs start: a form with documents may be larger than a JSON body.
+RUNS_PATH = re.compile(r"/v1/workflows/[^/]+/runs")
+MAX_RUN_FILES = 8
+_ARTIFACT_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
 
@@ -273,7 +281,10 @@ def _run_routes(router: APIRouter, service: WorkflowService, access: _Access) ->
     @router.post("/{workflow}/runs")
     async def start(workflow: str, request: Request) -> Response:
         who = await access.user(request)
-        body = parse_body(RunCreate, await request.body())
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            body, files = await _multipart_run(request, service.max_file_bytes)
+        else:
+            body, files = parse_body(RunCreate, await request.body()), []
         record = await service.run(
             RunRequest(
                 workflow,
@@ -282,7 +293,8 @@ def _run_routes(router: APIRouter, service: WorkflowService, access: _Access) ->
                 version=body.version,
                 wait=body.mode == "sync",
                 timeout=body.timeout_seconds,
-            )
+            ),
+            files,
         )
         return json_response(record.as_dict(), status=200 if record.status.terminal else 202)
 
@@ -383,6 +395,34 @@ def _definition_routes(router: APIRouter, service: WorkflowService, access: _Acc
         query = parse_data(_VersionQuery, dict(request.query_params))
         text = await service.export_yaml(workflow, query.version)
         return Response(text, media_type="application/yaml")
+
+
+async def _multipart_run(request: Request, max_bytes: int) -> tuple[RunCreate, list[RunFile]]:
+    """A run request as a form: ``inputs`` (JSON), ``mode``, ``version``, ``timeout_seconds``
+    as fields, and each document as a file field named after the input it is for."""
+    fields: dict[str, Any] = {}
+    files: list[RunFile] = []
+    async with request.form(max_files=MAX_RUN_FILES, max_fields=10) as form:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                files.append(await _run_file(key, value, max_bytes))
+            elif key == "inputs":
+                fields[key] = parse_json_object(value.encode())
+            else:
+                fields[key] = value
+    return parse_data(RunCreate, fields), files
+
+
+async def _run_file(field: str, upload: UploadFile, max_bytes: int) -> RunFile:
+    name = _ARTIFACT_UNSAFE.sub("_", PurePosixPath(upload.filename or "").name).lstrip("._")
+    if not name or not is_supported(name, upload.content_type):
+        msg = f"file {upload.filename!r} for input {field!r} is not a supported document type"
+        raise InvalidRequestError(msg, param=field, code="unsupported_file_type")
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        msg = f"file {upload.filename!r} is over the {max_bytes}-byte limit"
+        raise InvalidRequestError(msg, param=field, code="file_too_large")
+    return RunFile(field, name[:200], data, upload.content_type or "application/octet-stream")
 
 
 async def _sse(service: WorkflowService, run_id: str) -> AsyncIterator[bytes]:

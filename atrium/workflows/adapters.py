@@ -122,6 +122,16 @@ class FsspecArtifacts:
             "url": f"/v1/workflows/runs/{run_id}/artifacts/{name}",
         }
 
+    async def remove(self, run_id: str) -> None:
+        """Delete every artifact of a run (a run that could not start after its upload)."""
+        path = self._path(run_id, "x").rsplit("/", 1)[0]
+
+        def remove() -> None:
+            if self._fs.exists(path):
+                self._fs.rm(path, recursive=True)
+
+        await asyncio.to_thread(remove)
+
     async def get(self, run_id: str, name: str) -> tuple[bytes, str]:
         """An artifact's bytes and media type."""
         path = self._path(run_id, name)

@@ -13,11 +13,12 @@ import orjson
 
 from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.store.workflows import VersionInfo, WorkflowRecord, WorkflowRepository
-from atrium.workflows.blocks.base import ArtifactStore
+from atrium.workflows.adapters import FsspecArtifacts
 from atrium.workflows.dsl import WorkflowSpec, dump_yaml, load_yaml, parse_workflow
 from atrium.workflows.engine import WorkflowEngine
 from atrium.workflows.graph import WorkflowValidationError, compile_workflow
 from atrium.workflows.records import NewRun, NodeRecord, RunRecord, VersionRef
+from atrium.workflows.walk import check_inputs
 
 _POLL_SECONDS = 0.25
 
@@ -35,6 +36,16 @@ class RunRequest:
     trigger: str = "api"
 
 
+@dataclass(frozen=True, slots=True)
+class RunFile:
+    """A document uploaded with a run request, for the input named ``input``."""
+
+    input: str
+    name: str
+    data: bytes
+    media_type: str
+
+
 def new_run_id() -> str:
     """A fresh run id."""
     return f"run_{uuid.uuid4().hex}"
@@ -47,11 +58,13 @@ class WorkflowService:
         self,
         repo: WorkflowRepository,
         engine: WorkflowEngine,
-        artifacts: ArtifactStore,
+        artifacts: FsspecArtifacts,
         *,
         sync_timeout: float,
         max_inputs_bytes: int,
+        max_file_bytes: int = 50 * 1024 * 1024,
     ) -> None:
+        self.max_file_bytes = max_file_bytes
         self._repo = repo
         self._engine = engine
         self._artifacts = artifacts
@@ -187,14 +200,37 @@ class WorkflowService:
 
     # -- runs -------------------------------------------------------------------------------
 
-    async def run(self, request: RunRequest) -> RunRecord:
-        """Start a run; with ``wait``, answer when it ends or the timeout passes."""
+    async def run(self, request: RunRequest, files: list[RunFile] | None = None) -> RunRecord:
+        """Start a run; with ``wait``, answer when it ends or the timeout passes.
+
+        ``files`` are uploaded documents: each is stored as an artifact of the new run and
+        given to the input of its name as ``{"artifact": {"run_id", "name"}}``, which the
+        Analyze Document block reads. They are checked with the inputs, before anything is
+        stored, and removed again if the run cannot start.
+        """
         if len(orjson.dumps(request.inputs)) > self._max_inputs_bytes:
             msg = f"inputs are over {self._max_inputs_bytes} bytes"
             raise InvalidRequestError(msg, param="inputs")
         version = await self._repo.resolve(request.workflow, request.version)
-        run = NewRun(new_run_id(), version, request.inputs, request.key_id, request.trigger)
-        await self._engine.submit(run)
+        run_id = new_run_id()
+        inputs = dict(request.inputs)
+        for file in files or []:
+            if file.input in inputs:
+                msg = f"input {file.input!r} is given both as a value and as a file"
+                raise InvalidRequestError(msg, param=file.input)
+            inputs[file.input] = {"artifact": {"run_id": run_id, "name": file.name}}
+        problems = check_inputs(self._engine.compile(version), inputs)
+        if problems:
+            raise InvalidRequestError("invalid inputs: " + "; ".join(problems), param="inputs")
+        run = NewRun(run_id, version, inputs, request.key_id, request.trigger)
+        for file in files or []:
+            await self._artifacts.put(run_id, file.name, file.data, file.media_type)
+        try:
+            await self._engine.submit(run)
+        except BaseException:
+            if files:
+                await self._artifacts.remove(run_id)
+            raise
         if request.wait:
             timeout = min(request.timeout or self._sync_timeout, self._sync_timeout)
             await self._engine.wait(run.id, timeout)

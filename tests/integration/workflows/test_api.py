@@ -366,3 +366,49 @@ async def _until_status(
     while (await admin.get(f"/v1/workflows/runs/{run_id}")).json()["status"] != status:
         assert time.monotonic() < deadline, f"run {run_id} never reached {status}"
         await asyncio.sleep(0.05)
+
+
+async def test_documents_upload_with_the_run_request(running: Running) -> None:
+    definition = {
+        "name": "summarise-upload",
+        "inputs": {"document": {"type": "object"}},
+        "nodes": [
+            {"id": "start", "type": "start"},
+            {"id": "read", "type": "analyze_document", "config": {"max_tokens": 24}},
+        ],
+        "edges": [
+            {
+                "source": "start",
+                "source_handle": "document",
+                "target": "read",
+                "target_handle": "document",
+            }
+        ],
+        "outputs": {"text": {"source": "read.text"}, "summary": {"source": "read.summary"}},
+    }
+    await _publish(running.admin, definition)
+    note = b"# Desk note\n\nSwaps settle two business days after the trade.\n"
+    answered = await running.admin.post(
+        "/v1/workflows/summarise-upload/runs",
+        files={"document": ("desk note.md", note, "text/markdown")},
+        data={"mode": "sync"},
+    )
+    assert answered.status_code == 200, answered.text
+    run = answered.json()
+    assert run["status"] == "succeeded", run["error"]
+    assert "two business days" in run["outputs"]["text"]
+    assert run["inputs"]["document"] == {"artifact": {"run_id": run["id"], "name": "desk_note.md"}}
+    stored = await running.admin.get(f"/v1/workflows/runs/{run['id']}/artifacts/desk_note.md")
+    assert stored.content == note
+    refused = await running.admin.post(
+        "/v1/workflows/summarise-upload/runs",
+        files={"document": ("tool.exe", b"MZ\x90\x00", "application/octet-stream")},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "unsupported_file_type"
+    wrong_input = await running.admin.post(
+        "/v1/workflows/summarise-upload/runs",
+        files={"other": ("a.md", b"# A", "text/markdown")},
+    )
+    assert wrong_input.status_code == 400
+    assert "unknown input 'other'" in wrong_input.json()["error"]["message"]
