@@ -251,7 +251,13 @@ def build_platform(
     )
     inference.delegate(RAG_PREFIX, RagChatCompletions(knowledge, inference, _rag_caller(auth)))
     workflows = _workflows(
-        settings, db=db, inference=inference, auth=auth, knowledge=knowledge, secret_store=secrets
+        settings,
+        publisher=publisher,
+        db=db,
+        inference=inference,
+        auth=auth,
+        knowledge=knowledge,
+        secret_store=secrets,
     )
     return Platform(
         workflows=workflows,
@@ -358,6 +364,7 @@ def _engine_config(settings: Settings) -> EngineConfig:
 def _workflows(
     settings: Settings,
     *,
+    publisher: EventPublisher,
     db: Database,
     inference: InferenceService,
     auth: KeyAuthenticator,
@@ -382,6 +389,7 @@ def _workflows(
         services=services,
         store=repo,
         recorder=RunRecorder(repo),
+        publish=publisher.publish_nowait,
     )
     return WorkflowService(
         repo,

@@ -40,6 +40,26 @@ class RouteChanged(Event):
     spec: dict[str, Any] | None  # None: the route was removed
 
 
+class WorkflowRunFinished(Event):
+    """A workflow run ended (succeeded, failed or cancelled); triggers may chain on it.
+
+    Carries the run's outcome and outputs, never its inputs: a workflow's outputs are what
+    it was built to hand on, its inputs may hold what the caller alone should see.
+    """
+
+    type = "workflow.run.finished"
+
+    run_id: str
+    workflow: str
+    workflow_version: int
+    status: str
+    key_id: str
+    outputs: dict[str, Any] = {}
+    error: str | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
 def _registry(*event_types: type[Event]) -> Mapping[str, type[Event]]:
     registry: dict[str, type[Event]] = {}
     for event_type in event_types:
@@ -51,5 +71,7 @@ def _registry(*event_types: type[Event]) -> Mapping[str, type[Event]]:
     return MappingProxyType(registry)
 
 
-EVENT_TYPES: Mapping[str, type[Event]] = _registry(RequestCompleted, RouteChanged)
+EVENT_TYPES: Mapping[str, type[Event]] = _registry(
+    RequestCompleted, RouteChanged, WorkflowRunFinished
+)
 """Every event class by its ``type``; add new classes to the call above."""

@@ -15,7 +15,7 @@ from typing import Any
 import fsspec  # type: ignore[import-untyped]
 import orjson
 
-from atrium.core.errors import AtriumError, InvalidRequestError, NotFoundError
+from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.core.settings import ModelPrice
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.gateway.service import InferenceService
@@ -183,7 +183,6 @@ class ParsedDocuments:
 
 
 __all__ = [
-    "AtriumError",
     "FsspecArtifacts",
     "GatewayModels",
     "KnowledgeRetriever",

@@ -25,7 +25,9 @@ from dbos import DBOS, DBOSConfig, DBOSConfiguredInstance, SetWorkflowID, Workfl
 from dbos import error as dbos_errors
 from sqlalchemy import event
 
-from atrium.core.errors import AtriumError, ConflictError, InvalidRequestError, NotFoundError
+from atrium.bus.base import Event
+from atrium.bus.events import WorkflowRunFinished
+from atrium.core.errors import AtriumError, ConflictError, InvalidRequestError
 from atrium.workflows.blocks.base import BlockContext, BlockError, BlockRegistry, BlockServices
 from atrium.workflows.blocks.core import ApprovalConfig, LoopConfig, MapConfig, SubworkflowConfig
 from atrium.workflows.dsl import parse_workflow
@@ -185,7 +187,9 @@ class WorkflowEngine:
         services: BlockServices,
         store: RunStore,
         recorder: RunRecorder,
+        publish: Callable[[Event], object] | None = None,
     ) -> None:
+        self._publish = publish
         self._config = config
         self._registry = registry
         self._services = services
@@ -414,6 +418,21 @@ class WorkflowEngine:
             raise
         self._recorder.finished(run_id, outcome)
         self._local.pop(run_id, None)
+        if ended and self._publish is not None:
+            record = await self._store.run(run_id)
+            self._publish(
+                WorkflowRunFinished(
+                    run_id=run_id,
+                    workflow=record.workflow_name,
+                    workflow_version=record.version,
+                    status=outcome.status.value,
+                    key_id=record.key_id,
+                    outputs=outcome.outputs,
+                    error=outcome.error,
+                    tokens=outcome.tokens,
+                    cost_usd=outcome.cost_usd,
+                )
+            )
         return ended
 
     def context(self, run: _Run, node: CompiledNode, attempt: int) -> BlockContext:
@@ -840,5 +859,4 @@ def _describe(exc: BaseException) -> str:
     return text if type(exc).__module__.startswith("atrium") else f"{type(exc).__name__}: {text}"
 
 
-ExecutorIdFactory = Callable[[], str]
-__all__ = ["DbosProcess", "EngineConfig", "NotFoundError", "WorkflowEngine"]
+__all__ = ["DbosProcess", "EngineBinding", "EngineConfig", "WorkflowEngine"]

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from atrium.bus import EventBus
 from atrium.bus.base import Event, Subscription
-from atrium.bus.events import EVENT_TYPES
+from atrium.bus.events import EVENT_TYPES, WorkflowRunFinished
 from atrium.core.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from atrium.store.secrets import SecretStore
 from atrium.store.workflows import TriggerRecord, WorkflowRepository
@@ -37,6 +38,9 @@ SIGNATURE_HEADER = "x-atrium-signature"
 TIMESTAMP_HEADER = "x-atrium-timestamp"
 SIGNATURE_TOLERANCE_SECONDS = 300
 _EVENT_GROUP = "atrium-workflow-triggers"
+#: Runs a chain of event triggers may start one after another (a loop stops there).
+MAX_CHAIN_DEPTH = 8
+_CHAINED_RUN = re.compile(r"^run_evt(\d+)_")
 
 
 class _Strict(BaseModel):
@@ -287,6 +291,12 @@ class TriggerService:
     async def on_event(self, event: Event) -> list[str]:
         """Start a run for every event trigger the event matches."""
         data = {**event.model_dump(mode="json"), "type": event.type}
+        depth = _chain_depth(event) + 1
+        if depth > MAX_CHAIN_DEPTH:
+            log.warning(
+                "event %s not acted on: %d workflow runs chained already", event.id, depth - 1
+            )
+            return []
         started = []
         for trigger in await self._repo.list_triggers(None, "event"):
             config = trigger.config
@@ -297,7 +307,7 @@ class TriggerService:
             if spec.filter is not None and not truthy(evaluate(spec.filter, data)):
                 continue
             inputs = _mapped(spec.inputs_from, data)
-            run_id = f"run_evt_{trigger.id}_{event.id}"
+            run_id = f"run_evt{depth}_{trigger.id}_{event.id}"
             started.append(await self._start(trigger, run_id, inputs, "event"))
         return started
 
@@ -308,6 +318,14 @@ class TriggerService:
         key_id = str(trigger.config["key_id"])
         await self._engine.submit(NewRun(run_id, version, inputs, key_id, kind))
         return run_id
+
+
+def _chain_depth(event: Event) -> int:
+    """How many event-started runs led to this event (0 unless a run's end fired it)."""
+    if not isinstance(event, WorkflowRunFinished):
+        return 0
+    match = _CHAINED_RUN.match(event.run_id)
+    return int(match.group(1)) if match else 0
 
 
 def _json(body: bytes) -> Any:

@@ -19,7 +19,7 @@ import yaml
 from atrium.app import Platform, build_app, build_platform
 from atrium.bus.events import RouteChanged
 from atrium.core.settings import LlamaCppModel, OnnxEmbeddingModel, Settings
-from atrium.workflows.triggers import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from atrium.workflows.triggers import MAX_CHAIN_DEPTH, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -412,3 +412,64 @@ async def test_documents_upload_with_the_run_request(running: Running) -> None:
     )
     assert wrong_input.status_code == 400
     assert "unknown input 'other'" in wrong_input.json()["error"]["message"]
+
+
+async def test_a_finished_run_can_start_another_workflow(running: Running) -> None:
+    admin = running.admin
+    await _publish(admin, {**DOUBLER, "name": "doubler-next"})
+    chained = await admin.post(
+        "/v1/workflows/doubler-next/triggers",
+        json={
+            "kind": "event",
+            "event_type": "workflow.run.finished",
+            "filter": "workflow == 'doubler' && status == 'succeeded'",
+            "inputs_from": {"x": "outputs.y"},
+        },
+    )
+    assert chained.status_code == 201, chained.text
+    first = (await admin.post("/v1/workflows/doubler/runs", json={"inputs": {"x": 4}})).json()
+    assert first["outputs"]["y"] == 8
+
+    def follow_up() -> list[dict[str, Any]]:
+        return [r for r in runs if r["workflow"] == "doubler-next" and r["trigger"] == "event"]
+
+    deadline = time.monotonic() + 20
+    while True:
+        runs = (await admin.get("/v1/workflows/runs", params={"workflow": "doubler-next"})).json()[
+            "data"
+        ]
+        if follow_up() and follow_up()[0]["status"] == "succeeded":
+            break
+        assert time.monotonic() < deadline, runs
+        await asyncio.sleep(0.1)
+    assert follow_up()[0]["inputs"] == {"x": 8}
+    assert follow_up()[0]["outputs"]["y"] == 16
+
+
+async def test_a_workflow_that_triggers_itself_stops_after_a_bounded_chain(
+    running: Running,
+) -> None:
+    admin = running.admin
+    await _publish(admin, {**DOUBLER, "name": "looper"})
+    looping = await admin.post(
+        "/v1/workflows/looper/triggers",
+        json={
+            "kind": "event",
+            "event_type": "workflow.run.finished",
+            "filter": "workflow == 'looper'",
+            "inputs_from": {"x": "`1`"},
+        },
+    )
+    assert looping.status_code == 201, looping.text
+    await admin.post("/v1/workflows/looper/runs", json={"inputs": {"x": 1}})
+    expected = 1 + MAX_CHAIN_DEPTH
+    deadline = time.monotonic() + 30
+    while True:
+        runs = (await admin.get("/v1/workflows/runs", params={"workflow": "looper"})).json()["data"]
+        if len(runs) >= expected and all(r["status"] == "succeeded" for r in runs):
+            break
+        assert time.monotonic() < deadline, len(runs)
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)  # time for a chain that did not stop to go on
+    runs = (await admin.get("/v1/workflows/runs", params={"workflow": "looper"})).json()["data"]
+    assert len(runs) == expected
