@@ -22,6 +22,7 @@ from atrium.api.errors import install_error_handlers
 from atrium.api.health import health_router
 from atrium.api.keys import keys_router, teams_router
 from atrium.api.knowledge import UPLOAD_PATH, caller_of, knowledge_router
+from atrium.api.registry import registry_router
 from atrium.api.routes import routes_router
 from atrium.api.secrets import secrets_router
 from atrium.api.usage import usage_router
@@ -54,11 +55,14 @@ from atrium.rag.feedback import FeedbackModel
 from atrium.rag.index import ChunkIndex, LanceChunkIndex, PgVectorChunkIndex
 from atrium.rag.requests import Caller
 from atrium.rag.service import KnowledgeService, RagConfig
+from atrium.registry import ModelStore, RegistryService, SourcePolicy
 from atrium.runtime.backends import default_factories
 from atrium.runtime.catalog import BackendFactory, ModelCatalog
+from atrium.runtime.deployers.local import LocalDeployer, LocalDeployerOptions
 from atrium.store import Database
 from atrium.store.keys import ApiKeyRepository, Scope
 from atrium.store.knowledge import KnowledgeRepository
+from atrium.store.registry import RegistryRepository
 from atrium.store.routes import RouteRepository
 from atrium.store.secrets import SecretStore, load_or_create_key
 from atrium.store.teams import TeamRepository
@@ -115,6 +119,8 @@ class Platform:
     knowledge: KnowledgeService
     workflows: WorkflowService
     triggers: TriggerService
+    deployer: LocalDeployer
+    registry: RegistryService
     worker_monitor: WorkerMonitor | None = None
     redis: aioredis.Redis | None = None
     cache: ResponseCache | None = None
@@ -152,6 +158,7 @@ class Platform:
             if self.cache is not None:
                 stack.push_async_callback(self.cache.close)
             stack.push_async_callback(self.catalog.close)
+            stack.push_async_callback(self.deployer.close)  # drains replicas before the catalog
             stack.push_async_callback(self.index.close)
             if self._scheduler is not None:
                 stack.push_async_callback(cancel_and_wait, self._scheduler)
@@ -260,6 +267,12 @@ def build_platform(
         secret_store=secrets,
     )
     return Platform(
+        registry=_registry(settings, db),
+        deployer=LocalDeployer(
+            catalog=catalog,
+            options=LocalDeployerOptions(log_dir=settings.data_dir.resolve() / "replicas"),
+            observer=metrics,
+        ),
         workflows=workflows,
         triggers=TriggerService(workflows.repo, workflows.engine, secrets, bus),
         worker_monitor=_worker_monitor(settings, workflows),
@@ -401,6 +414,19 @@ def _workflows(
     )
 
 
+def _registry(settings: Settings, db: Database) -> RegistryService:
+    reg, data_dir = settings.registry, settings.data_dir.resolve()
+    store = ModelStore(
+        reg.store_url or str(data_dir / "registry"), max_artifact_bytes=reg.max_artifact_bytes
+    )
+    policy = SourcePolicy(
+        data_dir=data_dir,
+        allowed_roots=tuple(root.resolve() for root in reg.source_roots),
+        protected_paths=(data_dir / "atrium.db", data_dir / "secret.key", data_dir / "index"),
+    )
+    return RegistryService(RegistryRepository(db), store, sources=policy)
+
+
 def _worker_monitor(settings: Settings, workflows: WorkflowService) -> WorkerMonitor | None:
     """Workers on a shared PostgreSQL take over each other's runs; SQLite has one process."""
     config = workflows.engine.config
@@ -459,6 +485,7 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(secrets_router(platform.secrets, platform.auth))
     app.include_router(workflows_router(platform.workflows, platform.triggers, platform.auth))
     app.include_router(hooks_router(platform.triggers))
+    app.include_router(registry_router(platform.registry, platform.auth))
     app.include_router(
         health_router(
             platform.db,

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from atrium.cli_kb import kb_app
+from atrium.cli_models import add_registry_commands
 from atrium.cli_workflows import workflows_app
 from atrium.core.errors import AtriumError, InvalidRequestError
 from atrium.core.settings import Settings, load_settings
@@ -51,6 +52,7 @@ app = typer.Typer(help="Atrium: one door to every AI capability.", no_args_is_he
 models_app = typer.Typer(help="Models the gateway serves.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (works on the store directly).", no_args_is_help=True)
 teams_app = typer.Typer(help="Teams (works on the store directly).", no_args_is_help=True)
+add_registry_commands(models_app)
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(teams_app, name="teams")

@@ -513,6 +513,20 @@ class WorkflowSettings(BaseModel):
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
 
 
+class RegistrySettings(BaseModel):
+    """The model registry: where model files are stored and may be registered from."""
+
+    store_url: str | None = Field(
+        None,
+        description="Model store, an fsspec URL (gs://, s3://...); default <data_dir>/registry.",
+    )
+    max_artifact_bytes: int = Field(64 * 1024**3, ge=1, description="Largest model file accepted.")
+    source_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server folders model files may be registered from (plus data_dir).",
+    )
+
+
 class Settings(BaseSettings):
     """The root of Atrium's settings."""
 
@@ -545,6 +559,7 @@ class Settings(BaseSettings):
     )
     rag: RagSettings = Field(default_factory=RagSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
     secret_key: SecretStr | None = Field(
         None,
         description=(

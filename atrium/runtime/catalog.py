@@ -80,6 +80,23 @@ class ModelCatalog:
             self._by_public.pop(public, None)
         return True
 
+    def add_model(self, name: str, backend: ModelBackend, aliases: tuple[str, ...] = ()) -> None:
+        """Serve a running backend under a name, live (a deployment); 400 if a name is taken."""
+        for field, public in (("name", name), *(("aliases", a) for a in aliases)):
+            if public in self._by_public:
+                msg = f"{public!r} is already the name of {self._by_public[public].name!r}"
+                raise InvalidRequestError(msg, param=field)
+        self._add(CatalogEntry(name, aliases, backend, int(time.time())), routed=False)
+
+    def remove_model(self, name: str) -> CatalogEntry | None:
+        """Stop serving a model added live (the caller closes its backend); None if absent."""
+        if name in self._routes or name not in self._entries:
+            return None
+        entry = self._entries.pop(name)
+        for public in (entry.name, *entry.aliases):
+            self._by_public.pop(public, None)
+        return entry
+
     def _check_route(self, name: str, spec: RouteSpec) -> None:
         for field, public in (("name", name), *(("aliases", a) for a in spec.aliases)):
             owner = self._by_public.get(public)

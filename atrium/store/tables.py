@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -332,4 +333,71 @@ class WorkflowTriggerRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     next_fire_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class RegisteredModelRow(Base):
+    """A model in the registry: a name its immutable versions are grouped under."""
+
+    __tablename__ = "registered_models"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False, unique=True)
+    description: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ModelVersionRow(Base):
+    """An immutable version of a model: its stored artifact and metadata (tags may change)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        UniqueConstraint("model_id", "version", name="uq_model_versions_model_id_version"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("registered_models.id"), nullable=False
+    )
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    artifact_uri: Mapped[str] = mapped_column(String(2000), nullable=False)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    format: Mapped[str] = mapped_column(String(20), nullable=False)
+    # "metadata" is reserved on declarative classes; the column keeps the plain name.
+    meta: Mapped[dict[str, object]] = mapped_column("metadata", JSON, nullable=False)
+    tags: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ModelAliasRow(Base):
+    """A movable name (``production``, ``canary``...) for one version of a model."""
+
+    __tablename__ = "model_aliases"
+
+    model_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("registered_models.id"), primary_key=True
+    )
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("model_versions.id"), nullable=False, index=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ModelLineageRow(Base):
+    """One link of a version's history: its release, gate results, deployments, rollouts."""
+
+    __tablename__ = "model_lineage"
+    __table_args__ = (Index("ix_model_lineage_version_id_created_at", "version_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("model_versions.id"), nullable=False
+    )
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    ref: Mapped[str] = mapped_column(String(500), nullable=False)
+    detail: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
