@@ -196,6 +196,7 @@ class WorkflowEngine:
         self._store = store
         self._recorder = recorder
         self._graphs: dict[str, CompiledWorkflow] = {}
+        self._versions: dict[str, VersionRef] = {}
         self._binding: EngineBinding | None = None
         # Handles of runs started here and not yet ended: waiting on one needs no polling.
         self._local: dict[str, WorkflowHandleAsync[Any]] = {}
@@ -259,6 +260,7 @@ class WorkflowEngine:
         if graph is None:
             graph = compile_workflow(parse_workflow(version.definition), self._registry)
             self._graphs[version.version_id] = graph
+            self._versions[version.version_id] = version
         return graph
 
     async def submit(self, run: NewRun, *, enqueue: bool = False) -> str:
@@ -394,8 +396,10 @@ class WorkflowEngine:
         self, run_id: str, version_id: str, inputs: dict[str, Any], key_id: str
     ) -> dict[str, Any]:
         """The body of the durable workflow."""
-        graph = self._graphs.get(version_id) or self.compile(await self._store.version(version_id))
-        run = _Run(self, run_id, graph, inputs, key_id)
+        if version_id not in self._versions:
+            self.compile(await self._store.version(version_id))
+        version = self._versions[version_id]
+        run = _Run(self, run_id, self._graphs[version_id], inputs, key_id)
         try:
             outcome = await run.walk()
         except dbos_errors.DBOSWorkflowCancelledError:
@@ -406,10 +410,12 @@ class WorkflowEngine:
             log.exception("workflow run %s: engine error", run_id)
             reason = f"engine error: {type(exc).__name__}: {exc}"
             outcome = RunOutcome(RunStatus.FAILED, {}, reason, run.tokens, run.cost)
-        await DBOS.run_step_async({"name": "finish"}, self._finish, run_id, outcome)
+        finished = _Finished(run_id, version.workflow_name, version.version, key_id, outcome)
+        await DBOS.run_step_async({"name": "finish"}, self._finish, finished)
         return {"status": outcome.status.value, "outputs": outcome.outputs, "error": outcome.error}
 
-    async def _finish(self, run_id: str, outcome: RunOutcome) -> bool:
+    async def _finish(self, finished: _Finished) -> bool:
+        run_id, outcome = finished.run_id, finished.outcome
         nodes = self._recorder.take(run_id)
         try:
             ended = await self._store.finish_run(run_id, outcome, nodes)
@@ -419,14 +425,13 @@ class WorkflowEngine:
         self._recorder.finished(run_id, outcome)
         self._local.pop(run_id, None)
         if ended and self._publish is not None:
-            record = await self._store.run(run_id)
             self._publish(
                 WorkflowRunFinished(
                     run_id=run_id,
-                    workflow=record.workflow_name,
-                    workflow_version=record.version,
+                    workflow=finished.workflow,
+                    workflow_version=finished.version,
                     status=outcome.status.value,
-                    key_id=record.key_id,
+                    key_id=finished.key_id,
                     outputs=outcome.outputs,
                     error=outcome.error,
                     tokens=outcome.tokens,
@@ -470,6 +475,17 @@ class WorkflowEngine:
             NewRun(child_id, ref, filled, run.key_id, "parent", run.run_id, node.id)
         )
         return child_id, ref.version_id, filled
+
+
+@dataclass(frozen=True, slots=True)
+class _Finished:
+    """How a run ended, and what its end event names."""
+
+    run_id: str
+    workflow: str
+    version: int
+    key_id: str
+    outcome: RunOutcome
 
 
 class _BlockFailureError(Exception):
