@@ -26,8 +26,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -42,7 +40,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from atrium.core.settings import load_settings
+from atrium._cli import (
+    ApiKeyOption,
+    ConfigOption,
+    UrlOption,
+    connected,
+    err,
+    fail,
+    out,
+    print_table,
+    text,
+)
 from atrium.kb_client import (
     QUERY_TIMEOUT_S,
     ApiError,
@@ -53,24 +61,9 @@ from atrium.kb_client import (
 
 kb_app = typer.Typer(help="Knowledge bases (RAG): create, ingest, query.", no_args_is_help=True)
 
-# Piped output has no terminal width; rich would assume 80 columns and cut rows.
-out = Console(width=None if sys.stdout.isatty() else 240)
-err = Console(stderr=True, soft_wrap=True)
-
 #: URL schemes `kb ingest` hands to the server as an fsspec source.
 _OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "file"})
 
-ApiKeyOption = Annotated[
-    str | None,
-    typer.Option("--api-key", envvar="ATRIUM_API_KEY", help="API key (or ATRIUM_API_KEY)."),
-]
-UrlOption = Annotated[
-    str | None,
-    typer.Option("--url", envvar="ATRIUM_URL", help="Atrium base URL (default: from settings)."),
-]
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML settings file (default: atrium.yaml).")
-]
 KbArgument = Annotated[str, typer.Argument(help="The knowledge base (name or id).")]
 GroupOption = Annotated[
     list[str] | None, typer.Option("--group", help="Access group (repeatable).")
@@ -84,45 +77,10 @@ class ChunkStrategy(StrEnum):
     PARENT_CHILD = "parent_child"
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code=1)
-
-
-def _server_url(config: Path | None, url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    try:
-        settings = load_settings(config)
-    except (ValidationError, FileNotFoundError, ValueError) as exc:
-        raise _fail(f"invalid settings: {exc}") from None
-    host = settings.server.host
-    if host in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
-        host = "127.0.0.1"
-    return f"http://{host}:{settings.server.port}"
-
-
 @contextmanager
 def _client(api_key: str | None, url: str | None, config: Path | None) -> Iterator[KnowledgeClient]:
-    """A client for the command's server; a :class:`KnowledgeClientError` exits with 1."""
-    if not api_key:
-        raise _fail("no API key: pass --api-key or set ATRIUM_API_KEY")
-    client = KnowledgeClient(_server_url(config, url), api_key)
-    try:
+    with connected(KnowledgeClient, api_key, url, config) as client:
         yield client
-    except KnowledgeClientError as exc:
-        raise _fail(exc.message) from None
-    finally:
-        client.close()
-
-
-def _print_table(table: Table) -> None:
-    out.print(table, crop=False)
-
-
-def _text(value: object) -> Text:
-    """A table cell shown as is: file names and snippets may hold ``[markup]``."""
-    return Text("" if value is None else str(value))
 
 
 # -- knowledge bases -------------------------------------------------------------------------
@@ -196,10 +154,10 @@ def list_all(
     table.add_column("id", no_wrap=True)
     for kb in records:
         table.add_row(
-            _text(kb["name"]), _text(kb["description"]), _text(kb["embedder"]),
+            text(kb["name"]), text(kb["description"]), text(kb["embedder"]),
             kb["created_at"][:19], kb["id"],
         )  # fmt: skip
-    _print_table(table)
+    print_table(table)
 
 
 @kb_app.command("show")
@@ -224,12 +182,12 @@ def show(
         "documents": f"{record['documents']} ({record['failed_documents']} failed)",
         "chunks": record["chunks"],
     }
-    table = Table(title=_text(record["name"]), show_header=False)
+    table = Table(title=text(record["name"]), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for label, value in rows.items():
-        table.add_row(label, _text(value))
-    _print_table(table)
+        table.add_row(label, text(value))
+    print_table(table)
 
 
 @kb_app.command("delete")
@@ -343,10 +301,10 @@ def ingest(
     run.skipped = skipped
     _print_run(run)
     if run.stopped:
-        raise _fail(f"stopped after {len(run.outcomes)} of {len(items)} documents: {run.stopped}")
+        raise fail(f"stopped after {len(run.outcomes)} of {len(items)} documents: {run.stopped}")
     failed = run.count("failed")
     if failed:
-        raise _fail(f"{failed} of {len(run.outcomes)} documents failed to index (see above)")
+        raise fail(f"{failed} of {len(run.outcomes)} documents failed to index (see above)")
 
 
 def _local_items(path: Path, pattern: str | None) -> tuple[list[_Item], int]:
@@ -455,7 +413,7 @@ def _print_run(run: _Run) -> None:
         str(sum(o.chunks for o in run.outcomes if o.status == "indexed")),
         f"{time.monotonic() - run.started:.1f}",
     )
-    _print_table(table)
+    print_table(table)
     failures = [(o.shown, o.reason) for o in run.outcomes if o.status == "failed"]
     _print_failures(failures)
 
@@ -465,8 +423,8 @@ def _print_failures(failures: list[tuple[str, str]]) -> None:
         return
     table = Table("document", "reason", title="failed documents", title_justify="left")
     for name, reason in failures:
-        table.add_row(_text(name), _text(reason))
-    _print_table(table)
+        table.add_row(text(name), text(reason))
+    print_table(table)
 
 
 def _sync_object_store(client: KnowledgeClient, kb: str, url: str, pattern: str | None) -> None:
@@ -511,7 +469,7 @@ def _print_report(report: dict[str, Any]) -> None:
     table.add_row(
         *(str(report[c]) for c in columns), str(len(report["failed"])), str(report["seconds"])
     )
-    _print_table(table)
+    print_table(table)
     _print_failures([(f["key"], f["reason"]) for f in report["failed"]])
 
 
@@ -607,11 +565,11 @@ def _print_citations(citations: list[Any]) -> None:
             title = f"{title} (p. {citation['page']})"
         table.add_row(
             str(citation["number"]),
-            _text(title),
+            text(title),
             f"{citation['score']:.3f}",
-            _text(citation["snippet"]),
+            text(citation["snippet"]),
         )
-    _print_table(table)
+    print_table(table)
 
 
 # -- sources and documents -------------------------------------------------------------------
@@ -630,16 +588,16 @@ def sources(
     for source in records:
         connector = source["connector"]
         table.add_row(
-            _text(source["name"]),
+            text(source["name"]),
             connector["kind"],
-            _text(_location(connector)),
+            text(_location(connector)),
             source["status"],
             str(source["documents"]),
             str(source["failed_documents"]),
             (source["last_sync_at"] or "never")[:19],
-            _text(source["last_error"] or ""),
+            text(source["last_error"] or ""),
         )
-    _print_table(table)
+    print_table(table)
 
 
 def _location(connector: dict[str, Any]) -> str:
@@ -709,12 +667,12 @@ def documents(
     table.add_column("id", no_wrap=True)
     for document in records:
         table.add_row(
-            _text(document["key"]),
+            text(document["key"]),
             document["status"],
             document["doc_type"] or "-",
             str(document["chunks"]),
             document["updated_at"][:19],
-            _text(document["reason"] or ""),
+            text(document["reason"] or ""),
             document["id"],
         )
-    _print_table(table)
+    print_table(table)

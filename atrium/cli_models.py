@@ -14,57 +14,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-import httpx
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from atrium.cli_kb import ApiKeyOption, ConfigOption, UrlOption, err, out
-from atrium.core.settings import load_settings
-from atrium.kb_client import ApiError, KnowledgeClientError
+from atrium._cli import ApiKeyOption, ConfigOption, UrlOption, connected, fail, out
+from atrium.api_client import ApiClient, ApiError
 
 __all__ = ["RegistryClient", "add_registry_commands"]
 
 _PREFIX = "/v1/registry/models"
-MANAGE_TIMEOUT_S = 60.0
 # Registering answers once the file is copied into the model store.
 REGISTER_TIMEOUT_S = 3600.0
 
 ModelArgument = Annotated[str, typer.Argument(help="The registered model (name or id).")]
 
 
-class RegistryClient:
+class RegistryClient(ApiClient):
     """The registry API of one server, as one API key sees it."""
 
-    def __init__(self, base_url: str, api_key: str) -> None:
-        self.base_url = base_url
-        self._http = httpx.Client(
-            base_url=base_url,
-            headers={"authorization": f"Bearer {api_key}"},
-            timeout=MANAGE_TIMEOUT_S,
-        )
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def call(
-        self, method: str, *path: str | int, timeout: float = MANAGE_TIMEOUT_S, **kwargs: Any
-    ) -> Any:
-        """``METHOD /v1/registry/models/PATH...`` -> the JSON answer, or :class:`ApiError`."""
-        url = "/".join([_PREFIX, *(quote(str(part), safe="") for part in path)])
-        try:
-            resp = self._http.request(method, url, timeout=timeout, **kwargs)
-        except httpx.HTTPError as exc:
-            msg = f"cannot reach Atrium at {self.base_url}: {exc}"
-            raise KnowledgeClientError(msg) from None
-        if resp.status_code >= 400:
-            raise ApiError.of(resp)
-        return resp.json()
+    prefix = _PREFIX
 
     def ensure_model(self, name: str) -> None:
         """Create the model unless it exists."""
@@ -76,35 +48,10 @@ class RegistryClient:
             self.call("POST", json={"name": name})
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code=1)
-
-
-def _server_url(config: Path | None, url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    try:
-        settings = load_settings(config)
-    except (ValidationError, FileNotFoundError, ValueError) as exc:
-        raise _fail(f"invalid settings: {exc}") from None
-    host = settings.server.host
-    if host in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
-        host = "127.0.0.1"
-    return f"http://{host}:{settings.server.port}"
-
-
 @contextmanager
 def _client(api_key: str | None, url: str | None, config: Path | None) -> Iterator[RegistryClient]:
-    if not api_key:
-        raise _fail("no API key: pass --api-key or set ATRIUM_API_KEY")
-    client = RegistryClient(_server_url(config, url), api_key)
-    try:
+    with connected(RegistryClient, api_key, url, config) as client:
         yield client
-    except KnowledgeClientError as exc:
-        raise _fail(exc.message) from None
-    finally:
-        client.close()
 
 
 def _source(source: str) -> str:
@@ -195,14 +142,14 @@ def show(
 ) -> None:
     """Show a version (the latest without --version/--alias): metadata, aliases, lineage."""
     if version is not None and alias is not None:
-        raise _fail("give --version or --alias, not both")
+        raise fail("give --version or --alias, not both")
     with _client(api_key, url, config) as client:
         if alias is not None:
             version = client.call("GET", name, "aliases", alias)["version"]
         elif version is None:
             listed = client.call("GET", name, "versions")["data"]
             if not listed:
-                raise _fail(f"{name} has no versions")
+                raise fail(f"{name} has no versions")
             version = listed[-1]["version"]
         record = client.call("GET", name, "versions", str(version))
     _print_version(record)

@@ -23,36 +23,30 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from atrium.core.settings import load_settings
+from atrium._cli import (
+    ApiKeyOption,
+    ConfigOption,
+    UrlOption,
+    connected,
+    err,
+    fail,
+    out,
+    print_table,
+    text,
+)
 from atrium.workflow_client import WorkflowClient, WorkflowClientError, run_timeout
 
 workflows_app = typer.Typer(
     help="Workflows: import, publish, run and follow them.", no_args_is_help=True
 )
 
-# Piped output has no terminal width; rich would assume 80 columns and cut rows.
-out = Console(width=None if sys.stdout.isatty() else 240)
-err = Console(stderr=True, soft_wrap=True)
-
-ApiKeyOption = Annotated[
-    str | None,
-    typer.Option("--api-key", envvar="ATRIUM_API_KEY", help="API key (or ATRIUM_API_KEY)."),
-]
-UrlOption = Annotated[
-    str | None,
-    typer.Option("--url", envvar="ATRIUM_URL", help="Atrium base URL (default: from settings)."),
-]
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML settings file (default: atrium.yaml).")
-]
 WorkflowArgument = Annotated[str, typer.Argument(help="The workflow (name or id).")]
 RunArgument = Annotated[str, typer.Argument(help="The run's id.")]
 DefinitionArgument = Annotated[
@@ -82,45 +76,10 @@ class RunStatusChoice(StrEnum):
     CANCELLED = "cancelled"
 
 
-def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    return typer.Exit(code=1)
-
-
-def _server_url(config: Path | None, url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    try:
-        settings = load_settings(config)
-    except (ValidationError, FileNotFoundError, ValueError) as exc:
-        raise _fail(f"invalid settings: {exc}") from None
-    host = settings.server.host
-    if host in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
-        host = "127.0.0.1"
-    return f"http://{host}:{settings.server.port}"
-
-
 @contextmanager
 def _client(api_key: str | None, url: str | None, config: Path | None) -> Iterator[WorkflowClient]:
-    """A client for the command's server; a :class:`WorkflowClientError` exits with 1."""
-    if not api_key:
-        raise _fail("no API key: pass --api-key or set ATRIUM_API_KEY")
-    client = WorkflowClient(_server_url(config, url), api_key)
-    try:
+    with connected(WorkflowClient, api_key, url, config) as client:
         yield client
-    except WorkflowClientError as exc:
-        raise _fail(exc.message) from None
-    finally:
-        client.close()
-
-
-def _print_table(table: Table) -> None:
-    out.print(table, crop=False)
-
-
-def _text(value: object) -> Text:
-    """A table cell shown as is: names and errors may hold ``[markup]``."""
-    return Text("" if value is None else str(value))
 
 
 def _status(status: str) -> Text:
@@ -132,7 +91,7 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise _fail(f"{path}: cannot read it: {reason}") from None
+        raise fail(f"{path}: cannot read it: {reason}") from None
 
 
 # -- definitions -----------------------------------------------------------------------------
@@ -150,11 +109,11 @@ def list_all(
     for workflow in records:
         published = workflow["published_version"]
         table.add_row(
-            _text(workflow["name"]), _text(workflow["description"]),
+            text(workflow["name"]), text(workflow["description"]),
             f"v{published}" if published else "draft only", workflow["updated_at"][:19],
             workflow["id"],
         )  # fmt: skip
-    _print_table(table)
+    print_table(table)
 
 
 @workflows_app.command("import")
@@ -213,14 +172,14 @@ def export(
     """Print a workflow's definition as YAML (the draft, or a published version)."""
     params = {"version": version} if version is not None else None
     with _client(api_key, url, config) as client:
-        text = client.text("GET", workflow, "export", params=params)
+        exported = client.text("GET", workflow, "export", params=params)
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(exported)
         return
     try:
-        output.write_text(text, encoding="utf-8")
+        output.write_text(exported, encoding="utf-8")
     except OSError as exc:
-        raise _fail(f"{output}: cannot write it: {exc.strerror or exc}") from None
+        raise fail(f"{output}: cannot write it: {exc.strerror or exc}") from None
     which = f"version {version}" if version is not None else "draft"
     err.print(f"wrote the {which} of {escape(workflow)} to {escape(str(output))}")
 
@@ -242,7 +201,7 @@ def validate(
         return
     for problem in problems:
         out.print(_problem(problem), markup=False, highlight=False, soft_wrap=True)
-    raise _fail(f"{file}: {len(problems)} problem(s)")
+    raise fail(f"{file}: {len(problems)} problem(s)")
 
 
 def _problem(problem: dict[str, Any]) -> str:
@@ -386,7 +345,7 @@ def _follow(client: WorkflowClient, run_id: str) -> None:
         with Live(
             _live_view([], run_id), console=out, refresh_per_second=8, transient=True
         ) as live:
-            for event, data in client.events(run_id):
+            for event, data in client.run_events(run_id):
                 if "node" in data:
                     board[data["node"]["node_id"]] = data["node"]
                     live.update(_live_view(list(board.values()), run_id))
@@ -414,7 +373,7 @@ def _print_run(
         out.print_json(data=record["inputs"])
     out.print("outputs:")
     out.print_json(data=record["outputs"])
-    _print_table(_blocks_table(nodes))
+    print_table(_blocks_table(nodes))
 
 
 def _summary(record: dict[str, Any]) -> Text:
@@ -441,11 +400,11 @@ def _blocks_table(nodes: list[dict[str, Any]]) -> Table:
         table.add_column("error")
     for node in nodes:
         cells: list[RenderableType] = [
-            _text(node["node_id"]), _text(node["block_type"]), _status_cell(node["status"]),
+            text(node["node_id"]), text(node["block_type"]), _status_cell(node["status"]),
             _milliseconds(node.get("duration_ms")), str(node.get("tokens") or 0),
         ]  # fmt: skip
         if with_errors:
-            cells.append(_text(node.get("error") or ""))
+            cells.append(text(node.get("error") or ""))
         table.add_row(*cells)
     return table
 
@@ -481,7 +440,7 @@ def _conclude(record: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
     status = record["status"]
     if status in ("failed", "cancelled"):
         reason = f": {record['error']}" if record["error"] else ""
-        raise _fail(f"run {record['id']} {status}{reason}")
+        raise fail(f"run {record['id']} {status}{reason}")
     if status == "waiting":
         waiting = [n["node_id"] for n in nodes if n["status"] == "waiting"]
         err.print(
@@ -526,11 +485,11 @@ def runs(
             else "-"
         )
         table.add_row(
-            _text(record["workflow"]), str(record["version"]), _status(record["status"]),
-            record["trigger"], record["created_at"][:19], seconds, _text(record["error"] or ""),
+            text(record["workflow"]), str(record["version"]), _status(record["status"]),
+            record["trigger"], record["created_at"][:19], seconds, text(record["error"] or ""),
             record["id"],
         )  # fmt: skip
-    _print_table(table)
+    print_table(table)
 
 
 @workflows_app.command("show")

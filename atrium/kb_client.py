@@ -7,15 +7,16 @@ or a download could not be reached.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import PurePosixPath
 from typing import Any, BinaryIO
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 import httpx
+
+from atrium.api_client import ApiClient, ApiError, ClientError
 
 __all__ = [
     "MAX_DOWNLOAD_BYTES",
@@ -29,14 +30,11 @@ __all__ = [
 #: Largest file :func:`download` fetches (the server's default upload limit).
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
 DOWNLOAD_TIMEOUT_S = 60.0
-MANAGE_TIMEOUT_S = 60.0
 # An upload is answered once the document is indexed; a long PDF takes a while.
 UPLOAD_TIMEOUT_S = 600.0
 SYNC_TIMEOUT_S = 3600.0
 QUERY_TIMEOUT_S = 300.0
 _PREFIX = "/v1/knowledge-bases"
-#: Upload errors that concern the uploaded file alone.
-_FILE_ERRORS = frozenset({"document_failed", "unsupported_file_type", "file_too_large"})
 #: An extension for a downloaded file that has none, by its media type.
 _EXTENSION_OF = {
     "application/pdf": ".pdf",
@@ -53,67 +51,14 @@ _EXTENSION_OF = {
 }
 
 
-class KnowledgeClientError(Exception):
-    """A failure with a message fit for a terminal."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+#: Every failure of this client: a message fit for a terminal.
+KnowledgeClientError = ClientError
 
 
-class ApiError(KnowledgeClientError):
-    """The server refused a request: ``"404: no knowledge base 'x'"``."""
-
-    def __init__(self, status: int, detail: str, code: str | None = None) -> None:
-        super().__init__(f"{status}: {detail}")
-        self.status = status
-        self.detail = detail
-        self.code = code
-
-    @classmethod
-    def of(cls, resp: httpx.Response) -> ApiError:
-        """The error a response carries, whatever its body holds."""
-        try:
-            error = resp.json()["error"]
-            return cls(resp.status_code, str(error["message"]), error.get("code"))
-        except (ValueError, KeyError, TypeError):
-            return cls(resp.status_code, resp.text[:200] or resp.reason_phrase)
-
-    @property
-    def concerns_one_file(self) -> bool:
-        """An upload refused for this file alone (unreadable, unsupported, too large)."""
-        return self.status == 413 or self.code in _FILE_ERRORS
-
-
-class KnowledgeClient:
+class KnowledgeClient(ApiClient):
     """The knowledge-base API of one server, as one API key sees it."""
 
-    def __init__(self, base_url: str, api_key: str) -> None:
-        self.base_url = base_url
-        self._http = httpx.Client(
-            base_url=base_url,
-            headers={"authorization": f"Bearer {api_key}"},
-            timeout=MANAGE_TIMEOUT_S,
-        )
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
-
-    def call(
-        self, method: str, *path: str, timeout: float = MANAGE_TIMEOUT_S, **kwargs: Any
-    ) -> Any:
-        """``METHOD /v1/knowledge-bases/PATH...`` -> the JSON answer, or :class:`ApiError`.
-
-        ``kwargs`` go to :meth:`httpx.Client.request` (``json``, ``params``, ``files``).
-        """
-        try:
-            resp = self._http.request(method, _url(*path), timeout=timeout, **kwargs)
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
-        if resp.status_code >= 400:
-            raise ApiError.of(resp)
-        return resp.json()
+    prefix = _PREFIX
 
     def upload(self, kb: str, filename: str, content: BinaryIO | bytes) -> dict[str, Any]:
         """Upload one document; answered once it is indexed (or failed)."""
@@ -137,37 +82,7 @@ class KnowledgeClient:
         (or ``error``).
         """
         streamed = {**body, "stream": True}
-        try:
-            with self._http.stream(
-                "POST", _url(kb, "query"), json=streamed, timeout=QUERY_TIMEOUT_S
-            ) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise ApiError.of(resp)
-                yield from _server_sent_events(resp.iter_lines())
-        except httpx.HTTPError as exc:
-            raise self._unreachable(exc) from None
-
-    def _unreachable(self, exc: httpx.HTTPError) -> KnowledgeClientError:
-        return KnowledgeClientError(f"cannot reach Atrium at {self.base_url}: {exc}")
-
-
-def _url(*path: str) -> str:
-    return "/".join([_PREFIX, *(quote(part, safe="") for part in path)])
-
-
-def _server_sent_events(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
-    event, data = "message", []
-    for line in lines:
-        if line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
-        elif not line and data:
-            yield event, json.loads("\n".join(data))
-            event, data = "message", []
-    if data:
-        yield event, json.loads("\n".join(data))
+        return self.events("POST", (kb, "query"), QUERY_TIMEOUT_S, json=streamed)
 
 
 @dataclass(frozen=True, slots=True)
