@@ -333,7 +333,7 @@ class RunExecution:
         self,
         node: CompiledNode,
         index: int,
-        target: SubworkflowConfig | MapConfig | LoopConfig,
+        target: SubworkflowConfig,  # or a Map or Loop config, which extend it
         inputs: dict[str, Any],
     ) -> Any:
         child_id, version_id, filled = await DBOS.run_step_async(

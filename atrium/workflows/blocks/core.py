@@ -8,7 +8,13 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from atrium.workflows.blocks.base import Block, BlockConfig, BlockContext, BlockResult
+from atrium.workflows.blocks.base import (
+    Block,
+    BlockConfig,
+    BlockContext,
+    BlockError,
+    BlockResult,
+)
 from atrium.workflows.dsl import IDENT, PortSpec
 from atrium.workflows.expressions import Language, check_expression, evaluate, truthy
 
@@ -189,6 +195,20 @@ class ParallelBlock(Block):
         return BlockResult({"value": inputs.get("value")})
 
 
+class EngineBlock(Block):
+    """A block the engine executes itself (a durable wait, child runs), not by ``run``."""
+
+    kind = "engine"
+
+    async def run(
+        self, ctx: BlockContext, config: BlockConfig, inputs: dict[str, Any]
+    ) -> BlockResult:
+        # The engine dispatches on the block's type before it would call this; reaching
+        # it means a block was given kind "engine" without an engine implementation.
+        msg = f"the engine has no implementation for {self.type!r} blocks"
+        raise BlockError(msg)
+
+
 class ApprovalConfig(BlockConfig):
     """What the approver sees, and how long the run waits."""
 
@@ -198,7 +218,7 @@ class ApprovalConfig(BlockConfig):
     )
 
 
-class ApprovalBlock(Block):
+class ApprovalBlock(EngineBlock):
     """Wait, durably and across restarts, until a person approves or rejects."""
 
     type = "approval"
@@ -207,7 +227,6 @@ class ApprovalBlock(Block):
         "Pause until approved or rejected through the API; approved and rejected are handles."
     )
     category = "flow"
-    kind = "engine"
     Config = ApprovalConfig
 
     def inputs(self, config: BlockConfig) -> dict[str, PortSpec]:
@@ -225,11 +244,6 @@ class ApprovalBlock(Block):
     def control_handles(self, config: BlockConfig) -> tuple[str, ...]:
         return ("approved", "rejected")
 
-    async def run(
-        self, ctx: BlockContext, config: BlockConfig, inputs: dict[str, Any]
-    ) -> BlockResult:
-        raise NotImplementedError("the engine runs approval blocks")
-
 
 class SubworkflowConfig(BlockConfig):
     """Another saved workflow, by id or name, at its published version unless pinned."""
@@ -238,14 +252,13 @@ class SubworkflowConfig(BlockConfig):
     version: int | None = Field(None, ge=1, description="Pin a version (default: published).")
 
 
-class SubworkflowBlock(Block):
+class SubworkflowBlock(EngineBlock):
     """Run another workflow as a child run; its inputs are this block's ``inputs`` object."""
 
     type = "subworkflow"
     title = "Sub-workflow"
     description = "Run another workflow as a durable child run and return its outputs."
     category = "flow"
-    kind = "engine"
     Config = SubworkflowConfig
 
     def inputs(self, config: BlockConfig) -> dict[str, PortSpec]:
@@ -254,30 +267,22 @@ class SubworkflowBlock(Block):
     def outputs(self, config: BlockConfig) -> dict[str, PortSpec]:
         return {"outputs": PortSpec(type="object"), "run_id": PortSpec(type="string")}
 
-    async def run(
-        self, ctx: BlockContext, config: BlockConfig, inputs: dict[str, Any]
-    ) -> BlockResult:
-        raise NotImplementedError("the engine runs sub-workflows")
 
-
-class MapConfig(BlockConfig):
+class MapConfig(SubworkflowConfig):
     """Run a workflow once per item, at most ``concurrency`` at a time."""
 
-    workflow: str = Field(description="The workflow to run (name or id).")
-    version: int | None = Field(None, ge=1, description="Pin a version (default: published).")
     item_input: str = Field("item", pattern=IDENT, description="The child input given each item.")
     concurrency: int = Field(4, ge=1, le=64, description="Child runs at once.")
     max_items: int = Field(1000, ge=1, le=100_000, description="More items fail the block.")
 
 
-class MapBlock(Block):
+class MapBlock(EngineBlock):
     """Loop / map over a list: one durable child run per item, results in order."""
 
     type = "map"
     title = "Map"
     description = "Run a workflow for each item of a list with a concurrency limit."
     category = "flow"
-    kind = "engine"
     Config = MapConfig
 
     def inputs(self, config: BlockConfig) -> dict[str, PortSpec]:
@@ -289,17 +294,10 @@ class MapBlock(Block):
     def outputs(self, config: BlockConfig) -> dict[str, PortSpec]:
         return {"results": PortSpec(type="array[object]"), "count": PortSpec(type="integer")}
 
-    async def run(
-        self, ctx: BlockContext, config: BlockConfig, inputs: dict[str, Any]
-    ) -> BlockResult:
-        raise NotImplementedError("the engine runs map blocks")
 
-
-class LoopConfig(BlockConfig):
+class LoopConfig(SubworkflowConfig):
     """Run a workflow again and again, each run's outputs feeding the next, until done."""
 
-    workflow: str = Field(description="The workflow to run (name or id).")
-    version: int | None = Field(None, ge=1, description="Pin a version (default: published).")
     until: str = Field(
         description=(
             "An expression over `outputs` (the last run's) and `iteration` (1, 2, ...): "
@@ -316,14 +314,13 @@ class LoopConfig(BlockConfig):
         return self
 
 
-class LoopBlock(Block):
+class LoopBlock(EngineBlock):
     """A loop: durable child runs one after another until a condition holds."""
 
     type = "loop"
     title = "Loop"
     description = "Repeat a workflow until a condition on its outputs holds (or a limit)."
     category = "flow"
-    kind = "engine"
     Config = LoopConfig
 
     def inputs(self, config: BlockConfig) -> dict[str, PortSpec]:
@@ -335,11 +332,6 @@ class LoopBlock(Block):
             "iterations": PortSpec(type="integer"),
             "history": PortSpec(type="array[object]"),
         }
-
-    async def run(
-        self, ctx: BlockContext, config: BlockConfig, inputs: dict[str, Any]
-    ) -> BlockResult:
-        raise NotImplementedError("the engine runs loop blocks")
 
 
 def core_blocks() -> list[Block]:

@@ -185,3 +185,11 @@ def test_templates_and_expressions_do_their_job() -> None:
     assert evaluate("rows[0].qty * rows[0].price", scope, "jinja") == 7.0
     with pytest.raises(BlockError, match="expression"):
         evaluate("rows[0].__class__", scope, "jinja")
+
+
+async def test_engine_blocks_are_never_run_as_plain_blocks() -> None:
+    approval = REGISTRY.get("approval")
+    assert approval is not None
+    assert approval.kind == "engine"
+    with pytest.raises(BlockError, match="no implementation for 'approval'"):
+        await approval.run(None, approval.parse_config({}), {})  # type: ignore[arg-type]
