@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
-from typing import Final
+from typing import Final, TypeVar
 
 import httpcore
 import httpx
@@ -158,6 +158,26 @@ async def resolve_and_vet(host: str, port: int, policy: NetworkPolicy) -> list[s
     return addresses
 
 
+S = TypeVar("S")
+
+
+async def connect_first(
+    addresses: list[str],
+    connect: Callable[[str], Awaitable[S]],
+    failures: tuple[type[Exception], ...],
+) -> S:
+    """The first of the vetted ``addresses`` that accepts a connection (the last failure
+    when none does). Shared by every HTTP stack that connects through the guard."""
+    failure: Exception | None = None
+    for address in addresses:
+        try:
+            return await connect(address)
+        except failures as exc:
+            failure = exc
+    assert failure is not None  # getaddrinfo never answers an empty list
+    raise failure
+
+
 class _VettingBackend(httpcore.AsyncNetworkBackend):
     """Resolves and vets the host, then connects to one of exactly those addresses."""
 
@@ -182,16 +202,13 @@ class _VettingBackend(httpcore.AsyncNetworkBackend):
         except socket.gaierror as exc:
             msg = f"cannot resolve {host}: {exc.strerror}"
             raise httpcore.ConnectError(msg) from None
-        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None  # getaddrinfo never answers an empty list
-        raise failure
+        return await connect_first(
+            addresses,
+            lambda address: self._inner.connect_tcp(
+                address, port, timeout, local_address, socket_options
+            ),
+            (httpcore.ConnectError, httpcore.ConnectTimeout),
+        )
 
     async def connect_unix_socket(
         self,

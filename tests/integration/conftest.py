@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
+
+from atrium.store import Database
 
 PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 
@@ -44,3 +48,23 @@ async def empty_postgres_url(postgres_url: str) -> AsyncIterator[str]:
     yield postgres_url
     name = postgres_url.rsplit("/", 1)[1]
     await _run_autocommit(name, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL for each backend; PostgreSQL is only touched when asked for."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atrium.db'}"
+    url: str = request.getfixturevalue("empty_postgres_url")
+    return url
+
+
+@pytest_asyncio.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """A migrated Database on each backend, closed after the test."""
+    db = Database(database_url, pool_size=4)
+    try:
+        await db.migrate()
+        yield db
+    finally:
+        await db.close()

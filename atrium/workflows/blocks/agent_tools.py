@@ -35,6 +35,7 @@ from atrium.core.netguard import (
     BlockedDestinationError,
     NetworkPolicy,
     check_url,
+    connect_first,
     resolve_and_vet,
 )
 from atrium.store.secrets import NAME_PATTERN
@@ -476,16 +477,13 @@ class _VettingBackend(httpcore2.AsyncNetworkBackend):
         except OSError as exc:
             msg = f"cannot resolve {host}: {exc}"
             raise httpcore2.ConnectError(msg) from None
-        failure: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address, port, timeout, local_address, socket_options
-                )
-            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as exc:
-                failure = exc
-        assert failure is not None  # getaddrinfo never answers an empty list
-        raise failure
+        return await connect_first(
+            addresses,
+            lambda address: self._inner.connect_tcp(
+                address, port, timeout, local_address, socket_options
+            ),
+            (httpcore2.ConnectError, httpcore2.ConnectTimeout),
+        )
 
     async def connect_unix_socket(
         self,

@@ -1,14 +1,13 @@
-"""Fixtures for the registry: a migrated Database on SQLite and PostgreSQL, a model store
-in a temporary folder, and small GGUF files made on the spot."""
+"""Fixtures for the registry: a model store in a temporary folder and small GGUF files made
+on the spot (the migrated ``database`` comes from ``tests/integration/conftest.py``)."""
 
 from __future__ import annotations
 
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from atrium.registry import ModelStore, RegistryService, SourcePolicy
 from atrium.runtime.backends.llamacpp import bundled_gguf
@@ -17,26 +16,6 @@ from atrium.store.registry import RegistryRepository
 
 #: The model store's size limit in these tests: above the bundled model (94 MiB).
 MAX_BYTES = 200 * 1024 * 1024
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL for each backend; PostgreSQL is only touched when asked for."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atrium.db'}"
-    url: str = request.getfixturevalue("empty_postgres_url")
-    return url
-
-
-@pytest_asyncio.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    """A migrated Database, closed after the test."""
-    db = Database(database_url, pool_size=4)
-    try:
-        await db.migrate()
-        yield db
-    finally:
-        await db.close()
 
 
 @pytest.fixture

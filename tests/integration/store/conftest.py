@@ -1,40 +1,12 @@
-"""Fixtures for the store: a migrated Database on SQLite and on real PostgreSQL.
-
-PostgreSQL must run at 127.0.0.1:5432 with trust auth for user ``postgres``. One
-throwaway database is created per test session and dropped at the end; its
-schema is emptied after every test so that each one starts from nothing.
-"""
+"""Fixtures for the store's tests. The migrated ``database`` on SQLite and PostgreSQL comes
+from ``tests/integration/conftest.py``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
-
-from atrium.store import Database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL for each backend; PostgreSQL is only touched when asked for."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'atrium.db'}"
-    url: str = request.getfixturevalue("empty_postgres_url")
-    return url
-
-
-@pytest_asyncio.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    """A migrated Database, closed after the test."""
-    db = Database(database_url, pool_size=2)
-    try:
-        await db.migrate()
-        yield db
-    finally:
-        await db.close()
 
 
 class StepClock:

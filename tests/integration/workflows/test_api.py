@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -359,6 +359,23 @@ async def test_an_llm_block_answers_with_the_bundled_model(running: Running) -> 
     assert run["tokens"] > 0
 
 
+async def _runs_until(
+    admin: httpx.AsyncClient,
+    workflow: str,
+    done: Callable[[list[dict[str, Any]]], bool],
+    within: float = 30,
+) -> list[dict[str, Any]]:
+    """A workflow's runs, polled until ``done`` holds of them."""
+    deadline = time.monotonic() + within
+    while True:
+        found = await admin.get("/v1/workflows/runs", params={"workflow": workflow})
+        runs: list[dict[str, Any]] = found.json()["data"]
+        if done(runs):
+            return runs
+        assert time.monotonic() < deadline, runs
+        await asyncio.sleep(0.1)
+
+
 async def _until_status(
     admin: httpx.AsyncClient, run_id: str, status: str, within: float = 20
 ) -> None:
@@ -430,20 +447,12 @@ async def test_a_finished_run_can_start_another_workflow(running: Running) -> No
     first = (await admin.post("/v1/workflows/doubler/runs", json={"inputs": {"x": 4}})).json()
     assert first["outputs"]["y"] == 8
 
-    def follow_up() -> list[dict[str, Any]]:
-        return [r for r in runs if r["workflow"] == "doubler-next" and r["trigger"] == "event"]
+    def follow_up(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [r for r in runs if r["trigger"] == "event" and r["status"] == "succeeded"]
 
-    deadline = time.monotonic() + 20
-    while True:
-        runs = (await admin.get("/v1/workflows/runs", params={"workflow": "doubler-next"})).json()[
-            "data"
-        ]
-        if follow_up() and follow_up()[0]["status"] == "succeeded":
-            break
-        assert time.monotonic() < deadline, runs
-        await asyncio.sleep(0.1)
-    assert follow_up()[0]["inputs"] == {"x": 8}
-    assert follow_up()[0]["outputs"]["y"] == 16
+    runs = follow_up(await _runs_until(admin, "doubler-next", lambda rs: bool(follow_up(rs))))
+    assert runs[0]["inputs"] == {"x": 8}
+    assert runs[0]["outputs"]["y"] == 16
 
 
 async def test_a_workflow_that_triggers_itself_stops_after_a_bounded_chain(
@@ -463,13 +472,11 @@ async def test_a_workflow_that_triggers_itself_stops_after_a_bounded_chain(
     assert looping.status_code == 201, looping.text
     await admin.post("/v1/workflows/looper/runs", json={"inputs": {"x": 1}})
     expected = 1 + MAX_CHAIN_DEPTH
-    deadline = time.monotonic() + 30
-    while True:
-        runs = (await admin.get("/v1/workflows/runs", params={"workflow": "looper"})).json()["data"]
-        if len(runs) >= expected and all(r["status"] == "succeeded" for r in runs):
-            break
-        assert time.monotonic() < deadline, len(runs)
-        await asyncio.sleep(0.1)
+    await _runs_until(
+        admin,
+        "looper",
+        lambda runs: len(runs) >= expected and all(r["status"] == "succeeded" for r in runs),
+    )
     await asyncio.sleep(1)  # time for a chain that did not stop to go on
     runs = (await admin.get("/v1/workflows/runs", params={"workflow": "looper"})).json()["data"]
     assert len(runs) == expected
