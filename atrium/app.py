@@ -18,48 +18,81 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from atrium import __version__
+from atrium.api.alerts import alerts_router
+from atrium.api.attachments import ATTACHMENTS_UPLOAD, attachments_router
+from atrium.api.audit import audit_router
 from atrium.api.errors import install_error_handlers
+from atrium.api.events import events_router
 from atrium.api.health import health_router
 from atrium.api.keys import keys_router, teams_router
 from atrium.api.knowledge import UPLOAD_PATH, caller_of, knowledge_router
 from atrium.api.registry import registry_router
+from atrium.api.releases import (
+    deployments_router,
+    experiments_router,
+    feedback_router,
+    releases_router,
+)
 from atrium.api.routes import routes_router
 from atrium.api.secrets import secrets_router
+from atrium.api.ui import install_web
 from atrium.api.usage import usage_router
 from atrium.api.workflows import MAX_RUN_FILES, RUNS_PATH, hooks_router, workflows_router
-from atrium.bus import EventBus, EventPublisher, InProcessEventBus, RedisStreamsEventBus
+from atrium.audit import AuditMiddleware, AuditRecorder, AuditRepository
+from atrium.bus import EventPublisher, ManagedBus
 from atrium.bus.base import cancel_and_wait
+from atrium.bus.factory import build_bus
 from atrium.core.errors import InvalidRequestError
+from atrium.core.http import parse_data
 from atrium.core.netguard import NetworkPolicy
 from atrium.core.settings import Settings
+from atrium.core.spans import SpanFactory, no_span
 from atrium.gateway.auth import KeyAuthenticator
-from atrium.gateway.budgets import InProcessSpendLedger, RedisSpendLedger, SpendLedger
+from atrium.gateway.budgets import (
+    InProcessSpendLedger,
+    RedisSpendLedger,
+    SpendLedger,
+    stored_budgets,
+)
 from atrium.gateway.cache import ResponseCache, build_response_cache
 from atrium.gateway.guardrails import Guardrails
 from atrium.gateway.limits import InProcessRateLimiter, Limits, RateLimiter
-from atrium.gateway.middleware import (
-    BodySizeLimitMiddleware,
-    RequestIdMiddleware,
-    UnhandledErrorMiddleware,
-)
+from atrium.gateway.middleware import EdgeMiddleware
 from atrium.gateway.redis_limits import RedisRateLimiter
 from atrium.gateway.route_admin import RouteAdmin
-from atrium.gateway.routes import inference_router, models_router
+from atrium.gateway.routes import InferenceEndpoints, inference_router, models_router
+from atrium.gateway.semantic_cache import SemanticCache, build_prompt_index
 from atrium.gateway.service import InferenceService
 from atrium.gateway.usage import UsageRecorder
-from atrium.observability.metrics import GatewayMetrics
+from atrium.observability.alerts import AlertService, build_alert_service
+from atrium.observability.metrics import (
+    BudgetMetrics,
+    BusMetrics,
+    GatewayMetrics,
+    RagMetrics,
+    ReleaseMetrics,
+    WorkflowMetrics,
+)
+from atrium.observability.notifications import SmtpServer
+from atrium.observability.tracing import TracedGatewayMetrics, Tracing, TracingMiddleware
 from atrium.rag.chat import PREFIX as RAG_PREFIX
 from atrium.rag.chat import RagChatCompletions
-from atrium.rag.embedding import TokenCounter
+from atrium.rag.embedding import CatalogEmbedder, TokenCounter
 from atrium.rag.feedback import FeedbackModel
 from atrium.rag.index import ChunkIndex, LanceChunkIndex, PgVectorChunkIndex
 from atrium.rag.requests import Caller
 from atrium.rag.service import KnowledgeService, RagConfig
 from atrium.registry import ModelStore, RegistryService, SourcePolicy
+from atrium.releases.deployments import ServiceRoutes
+from atrium.releases.hub import hub_webhook_router
+from atrium.releases.system import ReleaseSystem, build_releases, watched_roots
 from atrium.runtime.backends import default_factories
 from atrium.runtime.catalog import BackendFactory, ModelCatalog
+from atrium.runtime.deployers.base import Deployer
 from atrium.runtime.deployers.local import LocalDeployer, LocalDeployerOptions
 from atrium.store import Database
+from atrium.store.hot import HotState, InProcessHotState, RedisHotState
+from atrium.store.hot_workflows import HotWorkflowRepository
 from atrium.store.keys import ApiKeyRepository, Scope
 from atrium.store.knowledge import KnowledgeRepository
 from atrium.store.registry import RegistryRepository
@@ -67,7 +100,7 @@ from atrium.store.routes import RouteRepository
 from atrium.store.secrets import SecretStore, load_or_create_key
 from atrium.store.teams import TeamRepository
 from atrium.store.usage import UsageRepository
-from atrium.store.workflows import WorkflowRepository
+from atrium.users.web import WebServices, build_web
 from atrium.workflows.adapters import (
     FsspecArtifacts,
     GatewayModels,
@@ -104,7 +137,7 @@ class Platform:
     db: Database
     keys: ApiKeyRepository
     teams: TeamRepository
-    bus: EventBus
+    bus: ManagedBus
     publisher: EventPublisher
     catalog: ModelCatalog
     auth: KeyAuthenticator
@@ -119,40 +152,61 @@ class Platform:
     knowledge: KnowledgeService
     workflows: WorkflowService
     triggers: TriggerService
-    deployer: LocalDeployer
+    deployer: Deployer
     registry: RegistryService
+    web: WebServices
+    releases: ReleaseSystem
+    audit: AuditRepository
+    audit_recorder: AuditRecorder
     worker_monitor: WorkerMonitor | None = None
     redis: aioredis.Redis | None = None
     cache: ResponseCache | None = None
     announce_key: KeyAnnouncer = _announce_to_stderr
+    tracing: Tracing | None = None
+    alerts: AlertService | None = None
+    bus_metrics: BusMetrics | None = None
     _scheduler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Migrate the store, make sure an admin key exists, start the bus and models."""
         await self.db.migrate()
         await self._bootstrap_key()
+        # The spend gauge of every budget from the start, not from its first request here.
+        await self.inference.observe_budgets(await stored_budgets(self.keys, self.teams))
+        await self.web.start()
         await self.bus.start()
+        await self.audit_recorder.start()
         await self.usage_recorder.start()
+        await self.releases.restore()  # deployments first: stored routes point at them
         await self.route_admin.start()
+        await self.auth.start()
         await self.publisher.start()
         await self.catalog.start()
         self._scheduler = asyncio.create_task(self.knowledge.run_scheduler())
         if self.settings.workflows.enabled:
-            await self.workflows.engine.start()
+            # The release pipeline binds before DBOS launches: it recovers unfinished releases.
+            await self.workflows.engine.start(also_bind=[self.releases.bind])
             await self.triggers.start()
             if self.worker_monitor is not None:
                 await self.worker_monitor.start()
+        await self.releases.start()
+        if self.alerts is not None:
+            await self.alerts.start()
         log.info("atrium %s ready: %s", __version__, ", ".join(self.catalog.names()))
 
     async def close(self) -> None:
         """Stop in reverse order; each step runs even if an earlier one failed."""
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self.db.close)
+            if self.tracing is not None:
+                stack.callback(self.tracing.shutdown)
             if self.redis is not None:
                 stack.push_async_callback(self.redis.aclose)
             stack.push_async_callback(self.bus.close)
+            stack.push_async_callback(self.audit_recorder.close)
             stack.push_async_callback(self.usage_recorder.close)
             stack.push_async_callback(self.route_admin.close)
+            stack.push_async_callback(self.auth.close)
             stack.push_async_callback(self.publisher.close)
             stack.push_async_callback(self.inference.drain)
             if self.cache is not None:
@@ -167,6 +221,9 @@ class Platform:
                 stack.push_async_callback(self.triggers.close)
                 if self.worker_monitor is not None:
                     stack.push_async_callback(self.worker_monitor.close)
+            stack.push_async_callback(self.releases.close)
+            if self.alerts is not None:
+                stack.push_async_callback(self.alerts.close)
 
     async def _bootstrap_key(self) -> None:
         configured = self.settings.auth.bootstrap_key
@@ -199,29 +256,34 @@ def build_platform(
     db = Database(settings.store_url, pool_size=settings.store.pool_size, echo=settings.store.echo)
     keys = ApiKeyRepository(db, prefix=settings.auth.key_prefix)
     redis_client: aioredis.Redis | None = None
-    if "redis" in (settings.bus.backend, settings.limits.backend, settings.cache.backend):
+    backends = (settings.bus.backend, settings.limits.backend, settings.cache.backend,
+                settings.hot.backend)  # fmt: skip
+    if "redis" in backends:
         redis_client = aioredis.Redis.from_url(settings.redis.url)
-    bus: EventBus
-    if redis_client is not None and settings.bus.backend == "redis":
-        bus = RedisStreamsEventBus(
-            redis_client,
-            stream_prefix=settings.bus.stream_prefix,
-            max_stream_length=settings.bus.max_stream_length,
-        )
-    else:
-        bus = InProcessEventBus()
+    bus = build_bus(settings.bus, redis_client)
     publisher = EventPublisher(bus, max_queue_size=settings.bus.publish_queue)
     usage = UsageRepository(db)
+    audit = AuditRepository(db)
     routes = RouteRepository(db)
     cache = build_response_cache(settings.cache, redis_client)
-    metrics = GatewayMetrics()
+    secrets = SecretStore(db, _secret_key(settings))
+    tracing = Tracing(settings.tracing) if settings.tracing.enabled else None
+    metrics = TracedGatewayMetrics() if tracing is not None else GatewayMetrics()
     catalog = ModelCatalog.from_settings(
         settings.models,
-        factories or default_factories(observer=metrics),
+        factories
+        or default_factories(
+            observer=metrics,
+            secrets=secrets,
+            credential_refresh_s=settings.credential_refresh_seconds,
+        ),
         settings.routes,
         observer=metrics,
     )
-    auth = KeyAuthenticator(keys, ttl=settings.auth.cache_ttl_seconds)
+    auth = KeyAuthenticator(
+        keys, ttl=settings.auth.cache_ttl_seconds, bus=bus, publish=publisher.publish_urgent
+    )
+    audit_recorder = _audit_recorder(settings, audit, bus)
     inference = InferenceService(
         catalog=catalog,
         auth=auth,
@@ -237,15 +299,17 @@ def build_platform(
         guardrails=Guardrails(settings.guardrails),
         cache=cache,
         cache_settings=settings.cache,
-        ledger=_ledger(settings, redis_client, usage),
+        ledger=_ledger(settings, redis_client, usage, BudgetMetrics(metrics.registry)),
         model_limits={
             name: Limits(rpm=m.rpm, tpm=m.tpm, parallel=m.max_parallel)
             for name, m in settings.limits.models.items()
         },
+        transcripts=audit_recorder if audit_recorder.max_text_chars else None,
+        semantic_cache=_semantic_cache(settings, catalog, cache, redis_client),
     )
-    secrets = SecretStore(db, _secret_key(settings))
     index = _index(settings)
     knowledge_repo = KnowledgeRepository(db)
+    span: SpanFactory = tracing.span if tracing is not None else no_span
     knowledge = KnowledgeService(
         repo=knowledge_repo,
         index=index,
@@ -255,8 +319,12 @@ def build_platform(
         feedback=FeedbackModel(knowledge_repo, threshold=settings.rag.feedback_threshold),
         count_tokens=TokenCounter(),
         config=_rag_config(settings),
+        publish=publisher.publish_nowait,
+        span=span,
+        metrics=RagMetrics(metrics.registry),
     )
     inference.delegate(RAG_PREFIX, RagChatCompletions(knowledge, inference, _rag_caller(auth)))
+    hot = _hot_state(settings, redis_client)
     workflows = _workflows(
         settings,
         publisher=publisher,
@@ -265,17 +333,39 @@ def build_platform(
         auth=auth,
         knowledge=knowledge,
         secret_store=secrets,
+        hot=hot,
+        span=span,
+        metrics=WorkflowMetrics(metrics.registry),
     )
+    registry = _registry(settings, db)
+    deployer, service_routes = _deployer(settings, catalog, metrics)
+    route_admin = RouteAdmin(catalog, routes, bus)
+    releases = build_releases(
+        settings.releases,
+        workflows_enabled=settings.workflows.enabled,
+        db=db,
+        bus=bus,
+        publisher=publisher,
+        registry=registry,
+        deployer=deployer,
+        catalog=catalog,
+        routes=route_admin,
+        metrics=ReleaseMetrics(metrics.registry),
+        cache_dir=settings.data_dir.resolve() / "model-cache",
+        watch=settings.workflows.worker,
+        service_routes=service_routes,
+    )
+    worker_monitor = _worker_monitor(settings, workflows)
+    bus_metrics = BusMetrics(metrics.registry)  # refreshed by /metrics and the alert loop
     return Platform(
-        registry=_registry(settings, db),
-        deployer=LocalDeployer(
-            catalog=catalog,
-            options=LocalDeployerOptions(log_dir=settings.data_dir.resolve() / "replicas"),
-            observer=metrics,
-        ),
+        audit=audit,
+        audit_recorder=audit_recorder,
+        registry=registry,
+        deployer=deployer,
+        releases=releases,
         workflows=workflows,
         triggers=TriggerService(workflows.repo, workflows.engine, secrets, bus),
-        worker_monitor=_worker_monitor(settings, workflows),
+        worker_monitor=worker_monitor,
         settings=settings,
         secrets=secrets,
         index=index,
@@ -286,7 +376,7 @@ def build_platform(
         usage=usage,
         usage_recorder=UsageRecorder(bus, usage),
         routes=routes,
-        route_admin=RouteAdmin(catalog, routes, bus),
+        route_admin=route_admin,
         bus=bus,
         publisher=publisher,
         catalog=catalog,
@@ -296,6 +386,58 @@ def build_platform(
         redis=redis_client,
         cache=cache,
         announce_key=announce_key,
+        tracing=tracing,
+        bus_metrics=bus_metrics,
+        alerts=build_alert_service(
+            settings.alerts,
+            metrics.registry,
+            bus=bus,
+            policy=_network_policy(
+                settings.alerts.allow_private_networks, settings.alerts.allowed_hosts
+            ),
+            smtp=_alert_smtp(settings),
+            reveal=secrets.get,
+            workers=worker_monitor.live if worker_monitor is not None else None,
+            publish=publisher.publish_nowait,
+            bus_metrics=bus_metrics,
+            redis=redis_client,  # replicas: each alert transition notified once per fleet
+        ),
+        web=build_web(
+            settings.web,
+            db=db,
+            keys=keys,
+            auth=auth,
+            secret_key=_secret_key(settings),
+            redis=redis_client,
+            hot=hot,
+            hot_ttl_seconds=settings.hot.ttl_seconds,
+            publish=publisher.publish_urgent,
+        ),
+    )
+
+
+def _bus_metrics_refresh(platform: Platform) -> Callable[[], Awaitable[None]] | None:
+    """What a scrape of /metrics runs first: the bus gauges read fresh from the bus."""
+    bus_metrics = platform.bus_metrics
+    if bus_metrics is None:
+        return None
+
+    async def refresh() -> None:
+        await bus_metrics.refresh(platform.bus)
+
+    return refresh
+
+
+def _audit_recorder(settings: Settings, audit: AuditRepository, bus: ManagedBus) -> AuditRecorder:
+    record = settings.audit
+    return AuditRecorder(
+        audit,
+        bus=bus if record.record_inference else None,
+        flush_seconds=record.flush_seconds,
+        max_queue=record.queue,
+        max_text_chars=record.max_text_chars
+        if record.record_inference and record.record_text
+        else 0,
     )
 
 
@@ -383,9 +525,12 @@ def _workflows(
     auth: KeyAuthenticator,
     knowledge: KnowledgeService,
     secret_store: SecretStore,
+    hot: HotState,
+    span: SpanFactory,
+    metrics: WorkflowMetrics | None = None,
 ) -> WorkflowService:
     wf = settings.workflows
-    repo = WorkflowRepository(db)
+    repo = HotWorkflowRepository(db, hot, ttl_seconds=settings.hot.ttl_seconds)
     artifacts = FsspecArtifacts(wf.artifacts_url or str(settings.data_dir.resolve() / "artifacts"))
     services = BlockServices(
         models=GatewayModels(inference, auth, settings.prices),
@@ -403,6 +548,8 @@ def _workflows(
         store=repo,
         recorder=RunRecorder(repo),
         publish=publisher.publish_nowait,
+        span=span,
+        metrics=metrics,
     )
     return WorkflowService(
         repo,
@@ -414,14 +561,37 @@ def _workflows(
     )
 
 
+def _deployer(
+    settings: Settings, catalog: ModelCatalog, metrics: GatewayMetrics
+) -> tuple[Deployer, ServiceRoutes | None]:
+    """Local replica processes, or a Kubernetes cluster reached through its Services."""
+    if settings.deployer.kind == "kubernetes":
+        # Imported only when chosen: the client library adds most of a second to startup.
+        from atrium.runtime.deployers.kubernetes import KubernetesDeployer, KubernetesOptions
+
+        options = parse_data(KubernetesOptions, settings.deployer.kubernetes)
+        cluster = KubernetesDeployer(options)
+        return cluster, ServiceRoutes(catalog, cluster.service_url)
+    local = LocalDeployer(
+        catalog=catalog,
+        options=LocalDeployerOptions(log_dir=settings.data_dir.resolve() / "replicas"),
+        observer=metrics,
+    )
+    return local, None
+
+
 def _registry(settings: Settings, db: Database) -> RegistryService:
     reg, data_dir = settings.registry, settings.data_dir.resolve()
     store = ModelStore(
-        reg.store_url or str(data_dir / "registry"), max_artifact_bytes=reg.max_artifact_bytes
+        reg.store_url or str(data_dir / "registry"),
+        max_artifact_bytes=reg.max_artifact_bytes,
+        options=reg.store_options,
     )
     policy = SourcePolicy(
         data_dir=data_dir,
-        allowed_roots=tuple(root.resolve() for root in reg.source_roots),
+        allowed_roots=tuple(
+            root.resolve() for root in (*reg.source_roots, *watched_roots(settings.releases))
+        ),
         protected_paths=(data_dir / "atrium.db", data_dir / "secret.key", data_dir / "index"),
     )
     return RegistryService(RegistryRepository(db), store, sources=policy)
@@ -452,12 +622,57 @@ def _limiter(settings: Settings, redis_client: aioredis.Redis | None) -> RateLim
     return InProcessRateLimiter()
 
 
+def _semantic_cache(
+    settings: Settings,
+    catalog: ModelCatalog,
+    cache: ResponseCache | None,
+    redis: aioredis.Redis | None,
+) -> SemanticCache | None:
+    """The semantic cache over the exact one, when both are on."""
+    semantic = settings.cache.semantic
+    if cache is None or not semantic.enabled:
+        return None
+    index = build_prompt_index(
+        semantic,
+        settings.cache.backend,
+        redis,
+        timeout_s=settings.cache.redis_timeout_seconds,
+        cooldown_s=settings.cache.redis_cooldown_seconds,
+    )
+    return SemanticCache(CatalogEmbedder(catalog, semantic.embedder), index, cache, semantic)
+
+
 def _ledger(
-    settings: Settings, redis_client: aioredis.Redis | None, usage: UsageRepository
+    settings: Settings,
+    redis_client: aioredis.Redis | None,
+    usage: UsageRepository,
+    budget_metrics: BudgetMetrics,
 ) -> SpendLedger:
     if redis_client is not None and settings.limits.backend == "redis":
-        return RedisSpendLedger(redis_client, usage.spend_since)
-    return InProcessSpendLedger(usage.spend_since)
+        return RedisSpendLedger(redis_client, usage.spend_since, on_spend=budget_metrics.spent)
+    return InProcessSpendLedger(usage.spend_since, on_spend=budget_metrics.spent)
+
+
+def _hot_state(settings: Settings, redis_client: aioredis.Redis | None) -> HotState:
+    """Hot state in Redis when configured (shared by replicas), else in this process."""
+    if redis_client is not None and settings.hot.backend == "redis":
+        return RedisHotState(redis_client, prefix=settings.hot.redis_prefix)
+    return InProcessHotState(max_entries=settings.hot.max_entries)
+
+
+def _alert_smtp(settings: Settings) -> SmtpServer | None:
+    """Alert e-mail goes through the platform's SMTP server (``workflows.smtp``)."""
+    smtp = settings.workflows.smtp
+    if smtp.host is None:
+        return None
+    return SmtpServer(
+        host=smtp.host,
+        port=smtp.port,
+        sender=smtp.from_address or f"atrium@{smtp.host}",
+        username=smtp.username,
+        password_secret=smtp.password_secret,
+        starttls=smtp.starttls,
+    )
 
 
 def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
@@ -477,7 +692,9 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(inference_router(platform.inference))
     app.include_router(models_router(platform.catalog, platform.auth))
-    app.include_router(keys_router(platform.keys, platform.teams, platform.auth))
+    app.include_router(
+        keys_router(platform.keys, platform.teams, platform.auth, platform.publisher.publish_urgent)
+    )
     app.include_router(teams_router(platform.teams, platform.auth))
     app.include_router(usage_router(platform.usage, platform.auth))
     app.include_router(routes_router(platform.route_admin, platform.routes, platform.auth))
@@ -486,6 +703,16 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(workflows_router(platform.workflows, platform.triggers, platform.auth))
     app.include_router(hooks_router(platform.triggers))
     app.include_router(registry_router(platform.registry, platform.auth))
+    app.include_router(deployments_router(platform.releases.deployments, platform.auth))
+    app.include_router(releases_router(platform.releases.releases, platform.auth))
+    app.include_router(experiments_router(platform.releases.experiments, platform.auth))
+    app.include_router(
+        feedback_router(platform.releases.experiments, platform.catalog, platform.auth)
+    )
+    app.include_router(attachments_router(platform.auth, max_bytes=settings.rag.max_upload_bytes))
+    if platform.releases.webhook is not None and platform.releases.webhook_path is not None:
+        path = platform.releases.webhook_path  # public: the Hub signs with a shared secret
+        app.include_router(hub_webhook_router(platform.releases.webhook, path=path))
     app.include_router(
         health_router(
             platform.db,
@@ -493,19 +720,32 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
             platform.metrics,
             platform.auth,
             public_metrics=settings.server.public_metrics,
+            refresh=_bus_metrics_refresh(platform),
         )
     )
-    # Added innermost first: request id -> unhandled errors -> body size limit -> routes.
+    app.include_router(events_router(platform.bus, platform.auth))
+    app.include_router(audit_router(platform.audit, platform.auth))
+    app.include_router(alerts_router(platform.alerts, platform.auth))
+    # Innermost: inference POSTs skip the framework's layers (and are never audited here).
+    app.add_middleware(InferenceEndpoints, service=platform.inference)
+    if settings.audit.record_api_calls:  # inside the session cookie's: it sees a browser's key
+        app.add_middleware(
+            AuditMiddleware, record=platform.audit_recorder.record_nowait, auth=platform.auth
+        )
+    install_web(app, platform.web, platform.auth)  # the UI answers paths no route matched
+    # Request id, unhandled errors and the body size limit: one layer around all the rest.
     # Multipart framing around an upload takes a few bytes more than the file itself.
     upload_limit = settings.rag.max_upload_bytes + 64 * 1024
     app.add_middleware(
-        BodySizeLimitMiddleware,
+        EdgeMiddleware,
         max_bytes=settings.server.max_body_bytes,
         overrides=[
             (UPLOAD_PATH, max(upload_limit, settings.server.max_body_bytes)),
             (RUNS_PATH, max(upload_limit * MAX_RUN_FILES, settings.server.max_body_bytes)),
+            (ATTACHMENTS_UPLOAD, max(upload_limit, settings.server.max_body_bytes)),
         ],
+        trace_ids=platform.tracing is None,  # with tracing on, the server span names the trace
     )
-    app.add_middleware(UnhandledErrorMiddleware)
-    app.add_middleware(RequestIdMiddleware)
+    if platform.tracing is not None:  # outermost: the span covers everything, errors included
+        app.add_middleware(TracingMiddleware, tracing=platform.tracing)
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -18,15 +17,20 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from atrium.cli_audit import audit_app, audited
+from atrium.cli_events import events_app
 from atrium.cli_kb import kb_app
 from atrium.cli_models import add_registry_commands
+from atrium.cli_releases import deployments_app, releases_app
 from atrium.cli_workflows import workflows_app
 from atrium.core.errors import AtriumError, InvalidRequestError
 from atrium.core.settings import Settings, load_settings
+from atrium.observability.logging import configure_logging
 from atrium.store import Database
-from atrium.store.keys import ApiKey, ApiKeyRepository, Scope
-from atrium.store.teams import TeamRepository
+from atrium.store.keys import ApiKey, ApiKeyRepository, NewKey, Scope
+from atrium.store.teams import Team, TeamRepository
 from atrium.store.usage import UsageRepository
+from atrium.users.cli import users_app
 
 T = TypeVar("T")
 
@@ -37,6 +41,19 @@ class BudgetPeriod(StrEnum):
     DAY = "day"
     MONTH = "month"
     TOTAL = "total"
+
+
+#: The audit target of key changes: the admin API's path, so both name a key alike.
+KEYS_TARGET = "/v1/admin/keys"
+TEAMS_TARGET = "/v1/admin/teams"
+
+
+class CacheChoice(StrEnum):
+    """A key's response-cache choice."""
+
+    ON = "on"
+    OFF = "off"
+    DEFAULT = "default"
 
 
 class UsageGroup(StrEnum):
@@ -58,6 +75,11 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(teams_app, name="teams")
 app.add_typer(kb_app, name="kb")
 app.add_typer(workflows_app, name="workflows")
+app.add_typer(releases_app, name="releases")
+app.add_typer(deployments_app, name="deployments")
+app.add_typer(events_app, name="events")
+app.add_typer(audit_app, name="audit")
+app.add_typer(users_app, name="users")
 
 # Piped output has no terminal width; rich would assume 80 columns and cut rows.
 out = Console(width=None if sys.stdout.isatty() else 240)
@@ -127,20 +149,10 @@ def serve(
 
 
 def _configure_logging(settings: Settings) -> None:
-    """Atrium's own log lines on stderr; request lines as bare JSON on stdout."""
-    level = settings.server.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # httpx logs every upstream call at INFO: one line per request on the hot path.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
-    requests_log = logging.getLogger("atrium.requests")
-    requests_log.propagate = False
-    if settings.server.request_log:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        requests_log.addHandler(handler)
-        requests_log.setLevel(logging.INFO)
-    else:
-        requests_log.setLevel(logging.CRITICAL)
+    """Atrium's own log lines on stderr (text or JSON); request lines as JSON on stdout."""
+    configure_logging(
+        settings.logging, level=settings.server.log_level, request_log=settings.server.request_log
+    )
 
 
 @app.command()
@@ -224,16 +236,23 @@ def keys_create(
     expires: Annotated[
         datetime | None, typer.Option(help="Expiry (ISO 8601, UTC if no offset).")
     ] = None,
+    cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--cache/--no-cache",
+            help="Cache its deterministic requests by default, or never (unset: the setting).",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once."""
     expires_at = expires.astimezone() if expires and expires.tzinfo is None else expires
 
-    async def create(db: Database) -> str:
+    async def make(db: Database) -> NewKey:
         owner_team = await TeamRepository(db).find(team) if team else None
         if team and owner_team is None:
             raise InvalidRequestError(f"no team {team!r}", param="team")
-        new = await ApiKeyRepository(db, prefix=_settings(config).auth.key_prefix).create(
+        return await ApiKeyRepository(db, prefix=_settings(config).auth.key_prefix).create(
             name=name,
             owner=owner,
             scopes=scope or [Scope.INFERENCE],
@@ -246,7 +265,16 @@ def keys_create(
             budget_usd=budget,
             budget_period=period.value if period else None,
             access_groups=group or (),
+            cache=cache,
         )
+
+    async def create(db: Database) -> str:
+        # Never the secret: what the key is and may do.
+        detail = {"key_name": name, "team": team, "scopes": sorted(scope or [Scope.INFERENCE])}
+        new = await audited(
+            db, "cli keys create", KEYS_TARGET, make(db), detail=detail,
+            target_of=lambda made: f"{KEYS_TARGET}/{made.record.id}",
+        )  # fmt: skip
         return new.secret
 
     secret = _with_store(config, create)
@@ -282,8 +310,34 @@ def keys_revoke(
     config: ConfigOption = None,
 ) -> None:
     """Revoke a key; requests with it are refused from then on."""
-    record = _with_store(config, lambda db: ApiKeyRepository(db).revoke(key_id))
+    record = _with_store(
+        config,
+        lambda db: audited(
+            db, "cli keys revoke", f"{KEYS_TARGET}/{key_id}", ApiKeyRepository(db).revoke(key_id),
+            detail={},
+        ),
+    )  # fmt: skip
     out.print(f"revoked {record.id} ({record.name})")
+
+
+@keys_app.command("cache")
+def keys_cache(
+    key_id: Annotated[str, typer.Argument(help="The key's id (from `atrium keys list`).")],
+    choice: Annotated[
+        CacheChoice, typer.Argument(help="on: cached by default; off: never; default: setting.")
+    ],
+    config: ConfigOption = None,
+) -> None:
+    """Set whether a key's deterministic requests are answered from the response cache."""
+    value = {CacheChoice.ON: True, CacheChoice.OFF: False, CacheChoice.DEFAULT: None}[choice]
+    record = _with_store(
+        config,
+        lambda db: audited(
+            db, "cli keys cache", f"{KEYS_TARGET}/{key_id}",
+            ApiKeyRepository(db).set_cache(key_id, value), detail={"cache": value},
+        ),
+    )  # fmt: skip
+    out.print(f"cache {choice.value} for {record.id} ({record.name})")
 
 
 def _print_table(table: Table) -> None:
@@ -309,17 +363,23 @@ def teams_create(
     config: ConfigOption = None,
 ) -> None:
     """Create a team; its limits and budget apply to all its keys together."""
-    team = _with_store(
-        config,
-        lambda db: TeamRepository(db).create(
+
+    async def create(db: Database) -> Team:
+        made = TeamRepository(db).create(
             name=name,
             rpm=rpm,
             tpm=tpm,
             max_parallel=parallel,
             budget_usd=budget,
             budget_period=period.value if period else None,
-        ),
-    )
+        )
+        detail = {"team_name": name, "rpm": rpm, "tpm": tpm, "budget_usd": budget}
+        return await audited(
+            db, "cli teams create", TEAMS_TARGET, made, detail=detail,
+            target_of=lambda new: f"{TEAMS_TARGET}/{new.id}",
+        )  # fmt: skip
+
+    team = _with_store(config, create)
     out.print(f"created team {team.name} ({team.id})")
 
 

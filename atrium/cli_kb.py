@@ -65,6 +65,7 @@ kb_app = typer.Typer(help="Knowledge bases (RAG): create, ingest, query.", no_ar
 _OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "file"})
 
 KbArgument = Annotated[str, typer.Argument(help="The knowledge base (name or id).")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 GroupOption = Annotated[
     list[str] | None, typer.Option("--group", help="Access group (repeatable).")
 ]
@@ -193,7 +194,7 @@ def show(
 @kb_app.command("delete")
 def delete(
     kb: KbArgument,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     api_key: ApiKeyOption = None,
     url: UrlOption = None,
     config: ConfigOption = None,
@@ -621,6 +622,23 @@ def sync(
         _sync_and_report(client, kb, source)
 
 
+@kb_app.command("delete-source")
+def delete_source(
+    kb: KbArgument,
+    source: Annotated[str, typer.Argument(help="The source's name.")],
+    yes: YesOption = False,
+    api_key: ApiKeyOption = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Remove a source with its documents and their chunks from every index."""
+    if not yes:
+        typer.confirm(f"Remove source {source!r} of {kb!r} and its documents?", abort=True)
+    with _client(api_key, url, config) as client:
+        client.call("DELETE", kb, "sources", source)
+    out.print(f"deleted source {escape(source)}")
+
+
 @kb_app.command("add-folder")
 def add_folder(
     kb: KbArgument,
@@ -676,3 +694,28 @@ def documents(
             document["id"],
         )
     print_table(table)
+
+
+@kb_app.command("delete-document")
+def delete_document(
+    kb: KbArgument,
+    document: Annotated[str, typer.Argument(help="The uploaded document: its name or id.")],
+    yes: YesOption = False,
+    api_key: ApiKeyOption = None,
+    url: UrlOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Delete an uploaded document (a failed one too) with its file and chunks."""
+    with _client(api_key, url, config) as client:
+        records = client.call("GET", kb, "documents")["data"]
+        matches = [d for d in records if document in (d["id"], d["key"])]
+        if not matches:
+            raise fail(f"no document {document!r} in knowledge base {kb!r}")
+        if len(matches) > 1:
+            ids = ", ".join(d["id"] for d in matches)
+            raise fail(f"{len(matches)} documents are named {document!r}; pass an id: {ids}")
+        target = matches[0]
+        if not yes:
+            typer.confirm(f"Delete {target['key']!r} from {kb!r}?", abort=True)
+        client.call("DELETE", kb, "documents", target["id"])
+    out.print(f"deleted document {escape(target['key'])} ({target['status']})")

@@ -24,7 +24,7 @@ from rich.text import Text
 from atrium._cli import ApiKeyOption, ConfigOption, UrlOption, connected, fail, out
 from atrium.api_client import ApiClient, ApiError
 
-__all__ = ["RegistryClient", "add_registry_commands"]
+__all__ = ["RegistryClient", "add_registry_commands", "local_source"]
 
 _PREFIX = "/v1/registry/models"
 # Registering answers once the file is copied into the model store.
@@ -54,7 +54,7 @@ def _client(api_key: str | None, url: str | None, config: Path | None) -> Iterat
         yield client
 
 
-def _source(source: str) -> str:
+def local_source(source: str) -> str:
     """A local file the shell can see is sent as an absolute path (the server is local)."""
     scheme = urlsplit(source).scheme
     if (not scheme or len(scheme) == 1) and Path(source).expanduser().exists():
@@ -86,7 +86,7 @@ def register(
     config: ConfigOption = None,
 ) -> None:
     """Register a model file as a new version (creates the model if needed)."""
-    body: dict[str, Any] = {"source": _source(source), "tags": tag or []}
+    body: dict[str, Any] = {"source": local_source(source), "tags": tag or []}
     body.update({k: v for k, v in (("release_id", release_id), ("source_name", source_name)) if v})
     with _client(api_key, url, config) as client:
         client.ensure_model(name)

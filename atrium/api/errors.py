@@ -9,19 +9,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from atrium.core.errors import AtriumError, InvalidRequestError, NotFoundError, status_of
+from atrium.core.errors import AtriumError, InvalidRequestError, NotFoundError
+from atrium.core.http import error_response
+
+__all__ = ["error_response", "install_error_handlers"]
 
 log = logging.getLogger("atrium.api")
-
-
-def error_response(error: AtriumError) -> Response:
-    """The HTTP answer for an error."""
-    return Response(
-        orjson.dumps(error.to_openai()),
-        status_code=status_of(error),
-        media_type="application/json",
-        headers=error.headers,
-    )
 
 
 async def _atrium(_: Request, exc: Exception) -> Response:
@@ -50,7 +43,7 @@ async def _http(_: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map every expected exception type once (unexpected ones: ``UnhandledErrorMiddleware``)."""
+    """Map every expected exception type once (unexpected ones: ``EdgeMiddleware``)."""
     app.add_exception_handler(AtriumError, _atrium)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, Request, Response
 
 from atrium.core.http import json_response
@@ -9,6 +12,8 @@ from atrium.gateway.auth import KeyAuthenticator
 from atrium.observability.metrics import CONTENT_TYPE, GatewayMetrics
 from atrium.runtime.catalog import ModelCatalog
 from atrium.store import Database
+
+log = logging.getLogger("atrium.metrics")
 
 
 def health_router(
@@ -18,8 +23,12 @@ def health_router(
     auth: KeyAuthenticator,
     *,
     public_metrics: bool,
+    refresh: Callable[[], Awaitable[None]] | None = None,
 ) -> APIRouter:
-    """Probes (public) and metrics (an admin key unless ``public_metrics``)."""
+    """Probes (public) and metrics (an admin key unless ``public_metrics``).
+
+    ``refresh`` runs before each scrape (the bus gauges are read from the bus then).
+    """
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz")
@@ -42,6 +51,13 @@ def health_router(
     async def prometheus(request: Request) -> Response:
         if not public_metrics:
             await auth.require_admin(request.headers.get("authorization"))
+        if refresh is not None:
+            try:
+                await refresh()
+            except Exception:
+                # A bus that cannot answer leaves its gauges as last read; every other
+                # metric is still served (and the lag alert sees the stale values age).
+                log.exception("refreshing the bus metrics failed")
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return router

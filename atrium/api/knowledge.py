@@ -1,6 +1,7 @@
 """Knowledge-base API: manage knowledge bases and sources, upload, sync, query, feedback.
 
-Managing (create, change, delete, add sources, upload, sync) needs the ``admin`` scope;
+Managing (create, change, delete, add sources, upload, sync) and reading the feedback
+given need the ``admin`` scope;
 querying, searching and feedback need ``inference`` and a key in one of the knowledge
 base's access groups (when it has any). A caller only ever sees chunks of its groups.
 """
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
 from atrium.core.errors import AtriumError, InvalidRequestError
@@ -123,6 +124,14 @@ def knowledge_router(service: KnowledgeService, auth: KeyAuthenticator) -> APIRo
         await service.delete_document(kb, document)
         return json_response({"id": document, "object": "knowledge_base.document", "deleted": True})
 
+    @router.get("/{kb}/feedback")
+    async def feedback_entries(kb: str, request: Request) -> Response:
+        # Comments and questions of every reader: administrators only.
+        await admin(request)
+        query = parse_data(_FeedbackQuery, dict(request.query_params))
+        data = await service.feedback_entries(kb, limit=query.limit)
+        return json_response({"object": "list", "data": data})
+
     _query_routes(router, service, caller)
     return router
 
@@ -157,6 +166,14 @@ def _query_routes(
         body = parse_body(FeedbackRequest, await request.body())
         feedback_id = await service.feedback(kb, who, body)
         return json_response({"id": feedback_id, "object": "knowledge_base.feedback"}, status=201)
+
+
+class _FeedbackQuery(BaseModel):
+    """Query parameters of ``GET .../feedback``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(50, ge=1, le=500)
 
 
 class _DocumentQuery(BaseModel):

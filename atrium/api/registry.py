@@ -53,8 +53,7 @@ def registry_router(service: RegistryService, auth: KeyAuthenticator) -> APIRout
         await auth.require_admin(request.headers.get("authorization"))
 
     async def reader(request: Request) -> None:
-        principal = await auth.authenticate(request.headers.get("authorization"))
-        principal.require(Scope.INFERENCE)
+        await auth.require(request.headers.get("authorization"), Scope.INFERENCE)
 
     @router.post("")
     async def create(request: Request) -> Response:

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
-from atrium.core.errors import InvalidRequestError, NotFoundError
+from atrium.core.errors import AtriumError, InvalidRequestError, NotFoundError
 from atrium.core.http import json_response, parse_body, parse_data, parse_json_object
 from atrium.gateway.auth import KeyAuthenticator, Principal
 from atrium.rag.parsers import is_supported
@@ -29,6 +29,8 @@ HOOKS_PREFIX = "/v1/hooks/workflows"
 #: Where runs start: a form with documents may be larger than a JSON body.
 RUNS_PATH = re.compile(r"/v1/workflows/[^/]+/runs")
 MAX_RUN_FILES = 8
+#: Blocks in one ``POST /v1/workflows/ports/batch`` (a canvas larger than this asks twice).
+MAX_PORTS_BATCH = 500
 _ARTIFACT_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
@@ -69,7 +71,7 @@ class _RunQuery(BaseModel):
     workflow: str | None = None
     status: str | None = None
     limit: int = Field(50, ge=1, le=500)
-    before: str | None = None
+    before: str | None = Field(None, min_length=1, max_length=64, description="A run id.")
 
 
 class _DiffQuery(BaseModel):
@@ -154,9 +156,7 @@ class _Access:
         return await self._auth.require_admin(request.headers.get("authorization"))
 
     async def user(self, request: Request) -> Principal:
-        principal = await self._auth.authenticate(request.headers.get("authorization"))
-        principal.require(Scope.INFERENCE)
-        return principal
+        return await self._auth.require(request.headers.get("authorization"), Scope.INFERENCE)
 
     async def own_run(self, run_id: str, request: Request) -> tuple[RunRecord, Principal]:
         principal = await self.user(request)
@@ -190,6 +190,32 @@ def workflows_router(
     return router
 
 
+class PortsRequest(BaseModel):
+    """Body of ``POST /v1/workflows/ports``: a block type and a config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(min_length=1, max_length=100)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class PortsBatchRequest(BaseModel):
+    """Body of ``POST /v1/workflows/ports/batch``: many blocks at once (a whole canvas)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    blocks: list[PortsRequest] = Field(max_length=MAX_PORTS_BATCH)
+
+
+def _ports_or_error(service: WorkflowService, item: PortsRequest) -> dict[str, Any]:
+    """One block's ports, or the reason its config gives none (an error per item, not a 400
+    for the batch: one half-configured block must not hide the ports of the others)."""
+    try:
+        return service.ports(item.type, item.config)
+    except AtriumError as exc:
+        return {"type": item.type, **exc.to_openai()}
+
+
 def _catalogue_routes(router: APIRouter, service: WorkflowService, access: _Access) -> None:
     @router.get("/blocks")
     async def blocks(request: Request) -> Response:
@@ -200,6 +226,19 @@ def _catalogue_routes(router: APIRouter, service: WorkflowService, access: _Acce
     async def schema(request: Request) -> Response:
         await access.user(request)
         return json_response(workflow_json_schema())
+
+    @router.post("/ports")
+    async def ports(request: Request) -> Response:
+        await access.user(request)
+        body = parse_body(PortsRequest, await request.body())
+        return json_response(service.ports(body.type, body.config))
+
+    @router.post("/ports/batch")
+    async def ports_batch(request: Request) -> Response:
+        await access.user(request)
+        body = parse_body(PortsBatchRequest, await request.body())
+        data = [_ports_or_error(service, item) for item in body.blocks]
+        return json_response({"object": "list", "data": data})
 
     @router.post("/validate")
     async def validate(request: Request) -> Response:
@@ -241,10 +280,8 @@ def _run_routes(router: APIRouter, service: WorkflowService, access: _Access) ->
         who = await access.user(request)
         query = parse_data(_RunQuery, dict(request.query_params))
         key = None if Scope.ADMIN in who.key.scopes else who.key_id
-        found = await service.list_runs(
-            query.workflow, query.status, query.limit, query.before, key
-        )
-        return json_response({"object": "list", "data": [r.as_dict() for r in found]})
+        page = await service.list_runs(query.workflow, query.status, query.limit, query.before, key)
+        return json_response(page.as_dict())
 
     @router.get("/runs/{run_id}")
     async def run(run_id: str, request: Request) -> Response:

@@ -13,8 +13,14 @@ Delivery contract shared by every backend:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import itertools
 import logging
+import os
+import re
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import ClassVar, Protocol, TypeVar, runtime_checkable
@@ -25,8 +31,27 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 logger = logging.getLogger("atrium.bus")
 
 
-def _new_event_id() -> str:
-    return uuid4().hex
+class _EventIds:
+    """Event ids: 32 hex digits, a random prefix per process and a counter.
+
+    Unique (the dedup key across processes), not secret: a counter instead of a
+    call into the OS for random bytes per event (``uuid4``), which the gateway
+    pays for every request. A forked child draws a prefix of its own.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+        os.register_at_fork(after_in_child=self.reseed)
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(secrets.randbelow(2**63))
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter) % 2**64:016x}"
+
+
+_new_event_id = _EventIds().new
 
 
 def _utc_now() -> datetime:
@@ -46,6 +71,8 @@ class Event(BaseModel):
 
     type: ClassVar[str]
     version: ClassVar[int] = 1
+    #: Who publishes it (the module), for the event catalogue (docs/events.md).
+    publisher: ClassVar[str] = ""
 
     id: str = Field(default_factory=_new_event_id)
     occurred_at: datetime = Field(default_factory=_utc_now)
@@ -61,6 +88,25 @@ class Event(BaseModel):
 
 
 E = TypeVar("E", bound=Event)
+
+
+def replica_group(purpose: str) -> str:
+    """A consumer group of this instance alone (``<purpose>-<host>-<pid>-<random>``).
+
+    Subscribing in a group of its own is how every replica, even two in one process,
+    hears every event of a type (route and key changes), instead of sharing the work.
+    """
+    return f"{purpose}-{socket.gethostname()}-{os.getpid()}-{uuid4().hex[:8]}"
+
+
+#: The names ``replica_group`` makes (the same pattern is in deploy/prometheus-rules.yaml).
+REPLICA_GROUP = re.compile(r"[a-z]+-.+-[0-9]+-[0-9a-f]{8}")
+
+
+def is_replica_group(group: str) -> bool:
+    """Whether ``group`` belongs to one replica alone: one left behind by a replica that is
+    gone has no consumers, and that is no outage."""
+    return REPLICA_GROUP.fullmatch(group) is not None
 
 
 def event_type_name(event_type: type[Event]) -> str:
@@ -163,26 +209,45 @@ class EventPublisher:
 
     ``publish_nowait`` never waits. When the queue is full the event is dropped and
     ``dropped`` counts it: losing an audit event is better than stalling a request on
-    a slow bus. ``failed`` counts events the bus refused; ``published`` those it took.
+    a slow bus. ``failed`` counts publishes the bus refused; ``published`` those it took.
+
+    ``publish_urgent`` is for the events whose loss is a security gap (a revoked key, a
+    changed team): they wait in a queue of their own that is never full (they are rare,
+    one per admin change or sign-out), a task of their own publishes them so a backlog of
+    ordinary events does not delay them, and a refused publish is retried with backoff
+    (``retry_backoff_s`` doubling to ``retry_backoff_max_s``) until the bus takes it.
+    Only ``close`` gives up on them, after ``close_timeout_s``, and logs each one.
     The publisher does not own the bus: ``close`` leaves the bus open.
     """
 
     def __init__(
-        self, bus: EventBus, *, max_queue_size: int = 10_000, close_timeout_s: float = 5.0
+        self,
+        bus: EventBus,
+        *,
+        max_queue_size: int = 10_000,
+        close_timeout_s: float = 5.0,
+        retry_backoff_s: float = 0.1,
+        retry_backoff_max_s: float = 5.0,
     ) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=max_queue_size)
         self._close_timeout_s = close_timeout_s
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._urgent = _UrgentQueue(retry_backoff_s, retry_backoff_max_s)
+        self._urgent_task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.failed = 0
         self.published = 0
 
     async def start(self) -> None:
-        """Start the background task that drains the queue into the bus."""
+        """Start the background tasks that drain the queues into the bus."""
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name="atrium.bus.publisher")
+        if self._urgent_task is None:
+            self._urgent_task = asyncio.create_task(
+                self._drain_urgent(), name="atrium.bus.publisher.urgent"
+            )
 
     def publish_nowait(self, event: Event) -> bool:
         """Queue ``event`` for publishing; False (and ``dropped`` + 1) when full or closed."""
@@ -196,22 +261,38 @@ class EventPublisher:
             return False
         return True
 
+    def publish_urgent(self, event: Event) -> bool:
+        """Queue ``event`` to be published however full the ordinary queue is (see the
+        class docstring); False (and ``dropped`` + 1) only once the publisher is closed."""
+        if self._closed:
+            self.dropped += 1
+            logger.error("event publisher closed: %s event %s not published", event.type, event.id)
+            return False
+        self._urgent.put(event)
+        return True
+
     async def close(self) -> None:
         """Publish what is queued, waiting at most ``close_timeout_s``, then stop."""
         self._closed = True
-        if self._task is not None:
-            await self._drain_then_stop(self._task)
-            self._task = None
+        tasks = [t for t in (self._task, self._urgent_task) if t is not None]
+        if tasks:
+            await self._drain_then_stop(tasks)
+            self._task = self._urgent_task = None
         if not self._queue.empty():
             logger.warning("event publisher closed with %d events unpublished", self._queue.qsize())
             self.dropped += self._queue.qsize()
+        for event in self._urgent.take_all():
+            logger.error("event publisher closed: %s event %s not published", event.type, event.id)
+            self.dropped += 1
 
-    async def _drain_then_stop(self, task: asyncio.Task[None]) -> None:
+    async def _drain_then_stop(self, tasks: list[asyncio.Task[None]]) -> None:
         # A timeout rather than waiting forever: shutdown must finish even when the
         # bus is down; what is left over is counted as dropped.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), self._close_timeout_s)
-        await cancel_and_wait(task)
+            async with asyncio.timeout(self._close_timeout_s):
+                await self._queue.join()
+                await self._urgent.empty.wait()
+        await asyncio.gather(*(cancel_and_wait(task) for task in tasks))
 
     async def _drain(self) -> None:
         while True:
@@ -234,3 +315,66 @@ class EventPublisher:
             logger.exception("publishing %s event %s failed", event.type, event.id)
         else:
             self.published += 1
+
+    async def _drain_urgent(self) -> None:
+        urgent = self._urgent
+        while True:
+            event = await urgent.first()
+            await self._publish_until_taken(event)
+            urgent.done()
+
+    async def _publish_until_taken(self, event: Event) -> None:
+        delay = self._urgent.backoff_s
+        while True:
+            raise_if_cancel_requested()
+            try:
+                await self._bus.publish(event)
+            except Exception:
+                self.failed += 1
+                logger.exception(
+                    "publishing %s event %s failed; retrying in %.1f s", event.type, event.id, delay
+                )
+            else:
+                self.published += 1
+                return
+            await asyncio.sleep(delay)
+            delay = min(self._urgent.backoff_max_s, delay * 2)
+
+
+class _UrgentQueue:
+    """The events ``publish_urgent`` took, oldest first; unbounded, so nothing is dropped.
+
+    The head stays queued while it is being published, so one that ``close`` cuts off
+    is still counted as unpublished.
+    """
+
+    def __init__(self, backoff_s: float, backoff_max_s: float) -> None:
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._events: collections.deque[Event] = collections.deque()
+        self._ready = asyncio.Event()
+        self.empty = asyncio.Event()  # set while nothing is queued or being published
+        self.empty.set()
+
+    def put(self, event: Event) -> None:
+        self._events.append(event)
+        self._ready.set()
+        self.empty.clear()
+
+    async def first(self) -> Event:
+        await self._ready.wait()
+        return self._events[0]
+
+    def done(self) -> None:
+        """The head was published: drop it."""
+        self._events.popleft()
+        if not self._events:
+            self._ready.clear()
+            self.empty.set()
+
+    def take_all(self) -> list[Event]:
+        events = list(self._events)
+        self._events.clear()
+        self._ready.clear()
+        self.empty.set()
+        return events

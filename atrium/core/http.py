@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
-from atrium.core.errors import InvalidRequestError
+from atrium.core.errors import AtriumError, InvalidRequestError, status_of
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -16,6 +18,52 @@ R = TypeVar("R", bound=BaseModel)
 def json_response(body: dict[str, Any], status: int = 200) -> Response:
     """A JSON response serialised with orjson."""
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def error_response(error: AtriumError) -> Response:
+    """The HTTP answer for an error: OpenAI's JSON shape, the error's status and headers."""
+    return Response(
+        orjson.dumps(error.to_openai()),
+        status_code=status_of(error),
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+class EventStreamResponse(StreamingResponse):
+    """A streamed answer that stops when the client leaves, at a fraction of the cost.
+
+    Starlette's ``StreamingResponse`` watches for the client leaving with an anyio
+    task group per response (about a tenth of the gateway's CPU on a short stream).
+    Here one plain task waits for ``http.disconnect`` and cancels the stream if it
+    comes first; the body iterator is then closed as Starlette's would be, so its
+    ``finally`` blocks run (an upstream request is abandoned, a 499 is recorded).
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        streamer = asyncio.current_task()
+        if scope["type"] != "http" or streamer is None:
+            await super().__call__(scope, receive, send)
+            return
+        streaming, left = True, False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if streaming:  # the server also says "disconnect" once the response is complete
+                left = True
+                streamer.cancel()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if not left or streamer.uncancel() > 0:
+                raise  # cancelled by someone else (shutdown), not by the client leaving
+        finally:
+            streaming = False
+            watcher.cancel()
 
 
 def parse_body(schema: type[R], body: bytes) -> R:

@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from atrium.observability.config import AlertSettings, LoggingSettings, TracingSettings
 
 CONFIG_ENV = "ATRIUM_CONFIG"
 _MIB = 1024 * 1024
@@ -75,6 +78,66 @@ class BusSettings(BaseModel):
     publish_queue: int = Field(
         10_000, ge=1, description="Events buffered off the hot path before new ones are dropped."
     )
+    max_deliveries: int = Field(
+        5, ge=1, description="Deliveries of an event before it becomes a dead letter."
+    )
+    claim_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="An event a consumer has held this long unacknowledged goes to another.",
+    )
+    retry_backoff_seconds: float = Field(
+        0.5, ge=0, description="Wait before the first retry of a failed event; doubles after."
+    )
+    retry_backoff_max_seconds: float = Field(
+        10.0, ge=0, description="Longest wait between retries of a failed event."
+    )
+    publish_attempts: int = Field(
+        6, ge=1, description="Tries of a publish while Redis is unreachable (with backoff)."
+    )
+    replica_group_idle_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description=(
+            "Redis: a replica's own consumer group (route and key changes, canary arms) "
+            "none of whose consumers has sent a heartbeat for this long belongs to a "
+            "replica that died; any live replica's housekeeping destroys it. A replica "
+            "that stops cleanly destroys its groups itself. Above claim_idle_seconds."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _replica_groups_outlive_heartbeats(self) -> BusSettings:
+        # Consumers send a heartbeat every third of claim_idle_seconds: a shorter bound
+        # would sweep the groups of replicas that are alive.
+        if self.replica_group_idle_seconds <= self.claim_idle_seconds:
+            msg = "bus.replica_group_idle_seconds must be above bus.claim_idle_seconds"
+            raise ValueError(msg)
+        return self
+
+
+class AuditSettings(BaseModel):
+    """The audit trail (hash-chained, in the store)."""
+
+    record_api_calls: bool = Field(
+        True, description="Record admin and changing API calls (who, what, target, outcome)."
+    )
+    record_inference: bool = Field(
+        True, description="Record each inference request's model, key, tokens and latency."
+    )
+    record_text: bool = Field(
+        False,
+        description=(
+            "Also record the prompt and completion text of chat and completion requests "
+            "(streams assembled), personal data redacted as the PII guardrail does. "
+            "Needs record_inference."
+        ),
+    )
+    max_text_chars: int = Field(
+        4000, ge=1, description="Characters of prompt and of completion kept when record_text."
+    )
+    flush_seconds: float = Field(0.5, gt=0, description="How often queued entries are written.")
+    queue: int = Field(10_000, ge=1, description="Entries queued before new ones are dropped.")
 
 
 class AuthSettings(BaseModel):
@@ -118,6 +181,63 @@ class ModelPrice(BaseModel):
         ) / 1_000_000
 
 
+class HotStateSettings(BaseModel):
+    """Hot state: copies of chat conversations kept in front of the store for a while."""
+
+    backend: Literal["inprocess", "redis"] = Field(
+        "inprocess",
+        description=(
+            "inprocess (this process only) or redis (shared: any replica serves any user "
+            "and sees another replica's writes at once)."
+        ),
+    )
+    ttl_seconds: float = Field(
+        300, gt=0, le=86_400, description="How long a copy is kept (the staleness bound)."
+    )
+    redis_prefix: str = Field("atrium:hot:", min_length=1, description="Redis key prefix.")
+    max_entries: int = Field(10_000, ge=1, description="Copies kept in process (an LRU).")
+
+
+class SemanticCacheSettings(BaseModel):
+    """Answers for paraphrases: a cached deterministic answer to the most similar prompt."""
+
+    enabled: bool = Field(
+        False,
+        description="On an exact-cache miss, embed the prompt and answer from the most similar "
+        "cached prompt of the same model, parameters and scope above `threshold`.",
+    )
+    threshold: float = Field(
+        0.93,
+        gt=0,
+        le=1,
+        description="Cosine similarity from which a cached prompt counts as the same question "
+        "(bundled MiniLM: paraphrases score about 0.95, 'What is 2+2?' vs '2+3?' 0.90).",
+    )
+    embedder: str = Field(
+        "default-embedding", description="The catalog's embedding model that embeds prompts."
+    )
+    max_entries: int = Field(
+        10_000,
+        ge=1,
+        description="In-process: prompts indexed in all, oldest dropped first. Redis: per "
+        "model, parameters and scope.",
+    )
+    max_prompt_chars: int = Field(
+        1000,
+        ge=1,
+        description="Longer prompts skip the semantic cache: the embedder reads only its first "
+        "256 tokens, so two long prompts differing at the end would look alike.",
+    )
+    scope: Literal["team", "key"] = Field(
+        "team",
+        description="Who shares similar answers: keys of one team (keys without a team: only "
+        "themselves), or each key alone.",
+    )
+    redis_prefix: str = Field(
+        "atrium:semcache:", description="Redis key prefix of the prompt vectors."
+    )
+
+
 class CacheSettings(BaseModel):
     """The response cache (exact match, deterministic requests only)."""
 
@@ -148,6 +268,10 @@ class CacheSettings(BaseModel):
         5.0,
         ge=0,
         description="After a Redis failure, how long the cache is skipped before Redis is tried.",
+    )
+    semantic: SemanticCacheSettings = Field(
+        default_factory=SemanticCacheSettings,
+        description="The semantic cache, consulted after an exact miss (off by default).",
     )
 
 
@@ -293,6 +417,7 @@ class OpenAICompatModel(BaseModel):
         if self.replica_weights is not None and len(self.replica_weights) != 1 + len(self.replicas):
             msg = "replica_weights needs one weight per base URL (base_url, then replicas)"
             raise ValueError(msg)
+        _one_key_source(self.api_key, self.api_key_secret, required=False)
         return self
 
     @property
@@ -302,6 +427,12 @@ class OpenAICompatModel(BaseModel):
 
     upstream_model: str | None = Field(None, description="Model name upstream (default: ours).")
     api_key: SecretStr | None = Field(None, description="Bearer token for the upstream.")
+    api_key_secret: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="Name of a stored secret (PUT /v1/admin/secrets/NAME) holding the API key: "
+        "encrypted at rest, read at use, rotated without a restart.",
+    )
     timeout_seconds: float = Field(120.0, gt=0, description="Read timeout per request.")
     connect_timeout_seconds: float = Field(5.0, gt=0, description="Connect timeout.")
     max_connections: int = Field(256, ge=1, description="Pooled connections to the upstream.")
@@ -328,12 +459,13 @@ class OnnxEmbeddingModel(BaseModel):
     batch_size: int = Field(32, ge=1, description="Inputs per forward pass.")
     max_inputs: int = Field(2048, ge=1, description="Most inputs in one request.")
     workers: int = Field(
-        2,
+        3,
         ge=1,
         description=(
-            "Requests embedded at once, each on its own thread. With 1 thread per worker "
-            "a short query never waits behind a long batch, and tiny inputs skip the "
-            "cost of splitting one forward pass across threads."
+            "Requests embedded at once, each on its own thread. A knowledge-base sync "
+            "keeps all but one busy (two cores' worth by default), so a short query "
+            "never waits behind a long batch; with 1 thread per worker tiny inputs skip "
+            "the cost of splitting one forward pass across threads."
         ),
     )
     threads_per_worker: int = Field(1, ge=1, description="onnxruntime threads per request.")
@@ -345,7 +477,13 @@ class AnthropicModel(BaseModel):
 
     backend: Literal["anthropic"] = "anthropic"
     model: str = Field(min_length=1, description="Anthropic's model id, e.g. claude-sonnet-4-6.")
-    api_key: SecretStr = Field(description="Anthropic API key.")
+    api_key: SecretStr | None = Field(None, description="Anthropic API key.")
+    api_key_secret: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="Name of a stored secret (PUT /v1/admin/secrets/NAME) holding the API key: "
+        "encrypted at rest, read at use, rotated without a restart.",
+    )
     base_url: HttpUrl | None = Field(None, description="API base URL (default: the SDK's).")
     timeout_seconds: float = Field(120.0, gt=0, description="Timeout per request.")
     max_retries: int = Field(
@@ -362,6 +500,20 @@ class AnthropicModel(BaseModel):
     )
     aliases: list[str] = Field(default_factory=list, description="Other public names.")
 
+    @model_validator(mode="after")
+    def _has_a_key(self) -> AnthropicModel:
+        _one_key_source(self.api_key, self.api_key_secret, required=True)
+        return self
+
+
+def _one_key_source(key: SecretStr | None, secret: str | None, *, required: bool) -> None:
+    if key is not None and secret is not None:
+        msg = "set api_key or api_key_secret, not both"
+        raise ValueError(msg)
+    if required and key is None and secret is None:
+        msg = "an api_key or api_key_secret is required"
+        raise ValueError(msg)
+
 
 class GeminiModel(BaseModel):
     """A Gemini model on the Gemini Developer API or Vertex AI, through google-genai."""
@@ -370,6 +522,12 @@ class GeminiModel(BaseModel):
     model: str = Field(min_length=1, description="Gemini's model id, e.g. gemini-2.5-flash.")
     api_key: SecretStr | None = Field(
         None, description="Gemini API key (Vertex AI: express mode; else ADC credentials)."
+    )
+    api_key_secret: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="Name of a stored secret (PUT /v1/admin/secrets/NAME) holding the API key: "
+        "encrypted at rest, read at use, rotated without a restart.",
     )
     vertexai: bool = Field(False, description="Use Vertex AI instead of the Gemini API.")
     project: str | None = Field(None, description="Google Cloud project (Vertex AI).")
@@ -389,9 +547,7 @@ class GeminiModel(BaseModel):
         if not self.vertexai and (self.project or self.location):
             msg = "project and location apply to Vertex AI only (set vertexai: true)"
             raise ValueError(msg)
-        if not self.vertexai and self.api_key is None:
-            msg = "the Gemini API needs an api_key"
-            raise ValueError(msg)
+        _one_key_source(self.api_key, self.api_key_secret, required=not self.vertexai)
         return self
 
 
@@ -518,12 +674,174 @@ class RegistrySettings(BaseModel):
 
     store_url: str | None = Field(
         None,
-        description="Model store, an fsspec URL (gs://, s3://...); default <data_dir>/registry.",
+        description="Model store: a folder, an s3://, gs:// or az:// bucket (obstore), or "
+        "another fsspec URL; default <data_dir>/registry.",
+    )
+    store_options: dict[str, Any] = Field(
+        default_factory=dict,
+        repr=False,
+        description="A bucket's options (credentials, region, endpoint; the keys of "
+        "atrium.core.objectstore.OPTION_KEYS); none: the server's own credentials.",
     )
     max_artifact_bytes: int = Field(64 * 1024**3, ge=1, description="Largest model file accepted.")
     source_roots: list[Path] = Field(
         default_factory=list,
         description="Server folders model files may be registered from (plus data_dir).",
+    )
+
+
+class DeployerSettings(BaseModel):
+    """Where deployments' model replicas run."""
+
+    kind: Literal["local", "kubernetes"] = Field(
+        "local", description="Local processes, or a Kubernetes cluster."
+    )
+    kubernetes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The cluster, images and pools "
+        "(atrium.runtime.deployers.kubernetes.KubernetesOptions).",
+    )
+
+
+class ReleaseSettings(BaseModel):
+    """The release pipeline. Its parts are validated by ``atrium.releases`` when the
+    platform is built (their schemas live beside the code that runs them)."""
+
+    enabled: bool = Field(True, description="Run releases (needs workflows.enabled).")
+    policies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Registry model -> its release policy (atrium.releases.policy.ReleasePolicy).",
+    )
+    watchers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Release watchers (atrium.releases.watchers: Hub, /v1/models, folders).",
+    )
+    hub_webhook: dict[str, Any] | None = Field(
+        None,
+        description="Hugging Face Hub webhook receiver (atrium.releases.hub.HubWebhookConfig: "
+        "secret, path); a public route checked by its secret.",
+    )
+    gate_suites: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Name -> quality gate suite (atrium.releases.gates.GateSuiteConfig).",
+    )
+    autoscale_interval_seconds: float = Field(
+        2.0, gt=0, description="How often the autoscaler looks at local deployments."
+    )
+
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _https_unless_loopback(url: str, field: str) -> str:
+    """``url`` when it is https, or http on a loopback host (a local test provider)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host or parts.scheme not in ("http", "https"):
+        raise ValueError(f"web.oidc.{field} must be an absolute http(s) URL, not {url!r}")
+    if parts.scheme != "https" and host not in _LOOPBACK_HOSTS:
+        raise ValueError(f"web.oidc.{field} must use https (http only on a loopback host)")
+    return url.rstrip("/") if field == "issuer" else url
+
+
+class OidcSettings(BaseModel):
+    """Optional OpenID Connect sign-in (authorization code + PKCE) next to passwords."""
+
+    # A misspelt key (a literal ``client_secret``) is an error, not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Offer 'Sign in with ...' on the login page.")
+    issuer: str = Field(
+        "https://accounts.google.com",
+        description="The provider's issuer URL (its discovery document lives beneath it).",
+    )
+    display_name: str = Field(
+        "", max_length=60, description="The button's name (default: Google, or the issuer's host)."
+    )
+    client_id: str = Field("", max_length=500, description="This app's client id there.")
+    client_secret_secret: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+        description="Name of the stored secret holding the client secret (unset: public client).",
+    )
+    redirect_url: str | None = Field(
+        None,
+        description="The callback URL registered there (default: /v1/auth/oidc/callback here).",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "email", "profile"], description="Scopes to ask for."
+    )
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="E-mail domains that may sign in (empty: any verified e-mail).",
+    )
+    auto_create: bool = Field(
+        True, description="Create a 'user' account on someone's first sign-in."
+    )
+    admin_emails: list[str] = Field(
+        default_factory=list, description="E-mail addresses that get the admin role."
+    )
+    http_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="Time limit of each call to the provider."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> OidcSettings:
+        self.issuer = _https_unless_loopback(self.issuer, "issuer")
+        if self.redirect_url is not None:
+            _https_unless_loopback(self.redirect_url, "redirect_url")
+        if self.enabled and not self.client_id:
+            raise ValueError("web.oidc.client_id is required when web.oidc.enabled is true")
+        if "openid" not in self.scopes:
+            raise ValueError("web.oidc.scopes must include 'openid'")
+        self.allowed_domains = [d.strip().lower().lstrip("@") for d in self.allowed_domains]
+        self.admin_emails = [e.strip().lower() for e in self.admin_emails]
+        if any("@" not in e for e in self.admin_emails):
+            raise ValueError("web.oidc.admin_emails must hold e-mail addresses")
+        return self
+
+    @property
+    def name(self) -> str:
+        """What the login button calls the provider."""
+        if self.display_name:
+            return self.display_name
+        host = urlsplit(self.issuer).hostname or self.issuer
+        return "Google" if host == "accounts.google.com" else host
+
+
+class WebSettings(BaseModel):
+    """The web UI: its users' sessions and passwords, the first admin, the built files."""
+
+    session_hours: float = Field(
+        12.0, gt=0, le=24 * 30, description="How long a sign-in lasts before it must be renewed."
+    )
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto", description="Secure cookies: 'auto' sets them when the request came over https."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, description="Failed sign-ins per username and address before a lockout."
+    )
+    login_window_seconds: float = Field(
+        300.0, gt=0, description="The window (and lockout) of login_max_failures."
+    )
+    password_min_length: int = Field(10, ge=8, le=128, description="Shortest password accepted.")
+    password_time_cost: int = Field(3, ge=1, description="argon2id passes.")
+    password_memory_kib: int = Field(64 * 1024, ge=8 * 1024, description="argon2id memory (KiB).")
+    admin_username: str = Field(
+        "admin", min_length=1, description="The first admin, created when no user exists."
+    )
+    admin_password: SecretStr | None = Field(
+        None,
+        description=(
+            "The first admin's password. Unset: one is generated and printed once on the "
+            "first start."
+        ),
+    )
+    ui_dir: Path | None = Field(
+        None, description="The built web UI (default: the package's ui_dist folder)."
+    )
+    oidc: OidcSettings = Field(
+        default_factory=OidcSettings, description="Optional OpenID Connect sign-in."
     )
 
 
@@ -541,6 +859,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     bus: BusSettings = Field(default_factory=BusSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     models: dict[str, ModelSpec] = Field(
@@ -552,6 +871,7 @@ class Settings(BaseSettings):
         description="Public name -> weighted split over models, with retries and fallbacks.",
     )
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    hot: HotStateSettings = Field(default_factory=HotStateSettings)
     guardrails: GuardrailSettings = Field(default_factory=GuardrailSettings)
     prices: dict[str, ModelPrice] = Field(
         default_factory=dict,
@@ -560,12 +880,24 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    releases: ReleaseSettings = Field(default_factory=ReleaseSettings)
+    deployer: DeployerSettings = Field(default_factory=DeployerSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     secret_key: SecretStr | None = Field(
         None,
         description=(
             "Fernet key (urlsafe base64, 32 bytes) encrypting stored secrets. Unset: a key "
             "file is created in data_dir on first start (mode 0600)."
         ),
+    )
+    credential_refresh_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How long a model's api_key_secret is used before it is read again from "
+        "the secret store (0: on every call).",
     )
 
     @model_validator(mode="after")

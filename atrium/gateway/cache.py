@@ -62,15 +62,31 @@ def cache_key(model: str, request: CacheableRequest, *, scope: str = "") -> str 
     not be shared across callers. Fields the request schema does not know are
     keyed too: one that might change the answer must never produce a false hit.
     """
-    if request.n != 1 or not (request.temperature == 0 or request.seed is not None):
+    if not is_deterministic(request):
         return None
-    fields = request.model_dump(mode="json", exclude=set(_NOT_IN_KEY))
+    material = orjson.dumps(
+        [_KEY_VERSION, request_kind(request), scope, model, canonical_fields(request)],
+        option=_SORTED,
+    )
+    return hashlib.sha256(material).hexdigest()
+
+
+def is_deterministic(request: CacheableRequest) -> bool:
+    """Whether the answer is reproducible: one choice, ``temperature`` 0 or a ``seed``."""
+    return request.n == 1 and (request.temperature == 0 or request.seed is not None)
+
+
+def request_kind(request: CacheableRequest) -> str:
+    """``chat`` or ``completion``: the two never share an entry."""
+    return "chat" if isinstance(request, ChatCompletionRequest) else "completion"
+
+
+def canonical_fields(request: CacheableRequest, *, without: frozenset[str] = frozenset()) -> JSON:
+    """The request fields that can change its answer, normalised, minus ``without``."""
+    fields = request.model_dump(mode="json", exclude=set(_NOT_IN_KEY | without))
     # ``"stop": "x"`` and ``"stop": ["x"]`` ask the same; an absent field equals null.
     fields["stop"] = request.stop_list() or None
-    canonical = {name: value for name, value in fields.items() if value is not None}
-    kind = "chat" if isinstance(request, ChatCompletionRequest) else "completion"
-    material = orjson.dumps([_KEY_VERSION, kind, scope, model, canonical], option=_SORTED)
-    return hashlib.sha256(material).hexdigest()
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +144,10 @@ class CachedAnswer:
 
         Plugs into the service's SSE path in place of ``backend.chat_stream(...)``.
         """
+        # All in memory: every event, and the end, follows at once (one write downstream).
         for payload in self.as_events():
-            yield StreamEvent(payload)
-        yield StreamEvent(self.usage_chunk(), self.usage, usage_only=True)
+            yield StreamEvent(payload, more=True)
+        yield StreamEvent(self.usage_chunk(), self.usage, usage_only=True, more=True)
 
     def size(self) -> int:
         """Approximate bytes the answer takes (its serialised form)."""

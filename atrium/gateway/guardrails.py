@@ -253,7 +253,7 @@ def _redact_completion(request: CompletionRequest) -> CompletionRequest:
 # -- answers ---------------------------------------------------------------------------
 
 
-def _choice_text(choice: JSON) -> str:
+def choice_text(choice: JSON) -> str:
     """The text of a choice of a body or chunk, chat or completion ("" when none)."""
     if "delta" in choice or "message" in choice:
         holder: JSON = choice.get("delta") or choice.get("message") or {}
@@ -358,7 +358,7 @@ class StreamGuard:
         state = self._states.setdefault(int(choice.get("index", 0)), _ChoiceState())
         if state.cut:
             return None
-        text = _choice_text(choice)
+        text = choice_text(choice)
         released = self._release(state, text, finishing=choice.get("finish_reason") is not None)
         released, cut = self._cap(state, released)
         if cut:
@@ -479,7 +479,7 @@ class Guardrails:
         )
 
     def _check_choice(self, choice: JSON) -> JSON:
-        text = _choice_text(choice)
+        text = choice_text(choice)
         checked = redact_pii(text) if self._settings.pii_redaction else text
         limit = self._settings.max_output_chars
         if limit is not None and len(checked) > limit:

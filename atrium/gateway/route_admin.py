@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 from typing import Any
 
-from atrium.bus import EventBus, RouteChanged, Subscription
+from atrium.bus import EventBus, RouteChanged, Subscription, replica_group
 from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.core.http import parse_data
 from atrium.core.settings import RouteSpec
@@ -32,7 +29,7 @@ class RouteAdmin:
         self._bus = bus
         self._subscription: Subscription | None = None
         # One group per instance: every replica (even two in one process) hears every change.
-        self._me = f"routes-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._me = replica_group("routes")
 
     async def start(self) -> None:
         """Apply the stored routes, then follow changes."""

@@ -11,13 +11,15 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
 import orjson
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
 from pydantic import BaseModel
 
 from atrium.bus import EventPublisher, RequestCompleted
@@ -31,7 +33,7 @@ from atrium.core.errors import (
 from atrium.core.http import parse_body
 from atrium.core.settings import CacheSettings, ModelPrice
 from atrium.gateway.auth import KeyAuthenticator, Principal, authorize_model
-from atrium.gateway.budgets import Budget, SpendLedger
+from atrium.gateway.budgets import Budget, SpendLedger, budgets_of
 from atrium.gateway.cache import (
     CACHE_HEADER,
     CachedAnswer,
@@ -42,10 +44,20 @@ from atrium.gateway.cache import (
 )
 from atrium.gateway.guardrails import Guardrails
 from atrium.gateway.limits import Limits, RateLimiter, Reservation, Subject
+from atrium.gateway.semantic_cache import SemanticCache, SemanticLookup
+from atrium.gateway.transcript import Transcript, TranscriptSink
 from atrium.observability.metrics import GatewayMetrics
+from atrium.observability.propagation import recording_tracer
 from atrium.runtime.base import Capability, StreamEvent
 from atrium.runtime.catalog import CatalogEntry, ModelCatalog
-from atrium.runtime.routing import request_headers, served_by
+from atrium.runtime.routing import (
+    failed_targets,
+    request_headers,
+    routed_to,
+    served_by,
+    traced_call,
+    traced_stream,
+)
 from atrium.runtime.schema import (
     JSON,
     ChatCompletionRequest,
@@ -66,6 +78,8 @@ ChatDelegate = Callable[[str | None, bytes], Awaitable["JSON | Sse"]]
 Sse = AsyncIterator[bytes]
 
 _DONE = b"data: [DONE]\n\n"
+# x-atrium-cache values -> the metric's result label.
+_CACHE_LABELS = {"hit": "hit", "miss": "miss", "semantic-hit": "semantic_hit"}
 # The status recorded for a stream the client closed before it ended (nginx's 499).
 CLIENT_CLOSED = 499
 
@@ -102,6 +116,10 @@ class _Call:
     budgets: tuple[Budget, ...] = ()
     model_seconds: float = 0.0  # time inside the backend: the rest is Atrium's overhead
     first_token_at: float = 0.0
+    failures: list[str] = field(default_factory=list)  # route targets that failed
+    transcript: Transcript | None = None  # the text, when the audit trail keeps it
+    semantic: SemanticLookup | None = None  # the prompt's vector, to index its new answer
+    router: Span | None = None  # the router span, when the request is traced and sampled
 
     def overhead(self) -> float:
         """Seconds Atrium itself has spent on the request so far."""
@@ -126,6 +144,8 @@ class InferenceService:
         cache: ResponseCache | None = None,
         cache_settings: CacheSettings | None = None,
         ledger: SpendLedger | None = None,
+        transcripts: TranscriptSink | None = None,
+        semantic_cache: SemanticCache | None = None,
     ) -> None:
         self._catalog = catalog
         self._auth = auth
@@ -139,6 +159,9 @@ class InferenceService:
         self._cache = cache
         self._cache_settings = cache_settings or CacheSettings()
         self._ledger = ledger
+        self._transcripts = transcripts
+        self._semantic = semantic_cache if cache is not None else None
+        self._semantic_by_key = self._cache_settings.semantic.scope == "key"
         self._background: set[asyncio.Task[None]] = set()
         self._delegates: dict[str, ChatDelegate] = {}
 
@@ -210,44 +233,86 @@ class InferenceService:
         stream: Callable[[G], AsyncIterator[StreamEvent]],
     ) -> JSON | Sse:
         """Answer from the cache, or from the model (then keep the answer if cacheable)."""
-        key = self._cache_key(entry.name, request)
+        key = self._cache_key(call, entry.name, request)
         hit = await self._cache.get(key) if self._cache is not None and key else None
         if key is not None:
-            cache_status.set("hit" if hit else "miss")
-            self._metrics.cache.labels("hit" if hit else "miss").inc()
+            if hit is None and self._semantic is not None:
+                hit = await self._semantic_hit(call, entry.name, request)
+            status = "semantic-hit" if hit and call.semantic else "hit" if hit else "miss"
+            cache_status.set(status)
+            self._metrics.cache.labels(_CACHE_LABELS[status]).inc()
         call.cached = hit is not None
+        if self._transcripts is not None:
+            call.transcript = Transcript(request, self._transcripts.max_text_chars)
         if request.stream:
-            events = hit.replay() if hit else stream(request)
+            events = (
+                hit.replay() if hit else traced_stream(entry.name, entry.backend, stream(request))
+            )
             return await self._open_stream(
                 call, events, include_usage=request.include_usage, keep_as=None if hit else key
             )
-        body = hit.as_json() if hit else await _timed(call, answer(request))
+        if hit:
+            body = hit.as_json()
+        else:
+            body = await _timed(call, traced_call(entry.name, entry.backend, answer(request)))
         body = self._guardrails.check_answer(body) if self._guardrails else body
+        if call.transcript is not None:
+            call.transcript.body = body
         if key is not None and hit is None:
-            self._keep(key, CachedAnswer.from_body(body))
+            self._keep(key, CachedAnswer.from_body(body), call.semantic)
         return self._finish(call, body)
 
     def _cache_key(
-        self, model: str, request: ChatCompletionRequest | CompletionRequest
+        self, call: _Call, model: str, request: ChatCompletionRequest | CompletionRequest
     ) -> str | None:
-        """The cache key when caching applies: on, wanted (by header or default), deterministic."""
+        """The cache key when caching applies: on, wanted, deterministic.
+
+        A key whose ``cache`` is false is never cached; otherwise the request's
+        ``x-atrium-cache`` header decides, then the key's choice, then the setting.
+        """
         if self._cache is None:
+            return None
+        choice = call.principal.key.cache if call.principal is not None else None
+        if choice is False:
             return None
         headers = request_headers.get() or {}
         wanted = headers.get(CACHE_HEADER, "").lower()
-        if wanted == "off" or (wanted != "on" and not self._cache_settings.by_default):
+        default = self._cache_settings.by_default if choice is None else choice
+        if wanted == "off" or (wanted != "on" and not default):
             return None
         return cache_key(model, request)
 
-    def _keep(self, key: str, answer: CachedAnswer) -> None:
-        """Store an answer in the cache off the hot path."""
+    async def _semantic_hit(
+        self, call: _Call, model: str, request: ChatCompletionRequest | CompletionRequest
+    ) -> CachedAnswer | None:
+        """After an exact miss: the answer to the most similar prompt in the caller's scope.
+
+        On a miss, ``call.semantic`` keeps the prompt's vector for indexing the new answer.
+        """
+        assert self._semantic is not None
+        assert call.principal is not None
+        key = call.principal.key
+        team = None if self._semantic_by_key else key.team
+        scope = f"team:{team.id}" if team is not None else f"key:{key.id}"
+        call.semantic = await self._semantic.lookup(model, request, scope=scope)
+        return call.semantic.answer if call.semantic is not None else None
+
+    def _keep(self, key: str, answer: CachedAnswer, semantic: SemanticLookup | None) -> None:
+        """Store an answer in the cache off the hot path (and index its prompt's meaning)."""
         if self._cache is not None:
-            ttl = self._cache_settings.ttl_seconds
-            self._background_task(self._cache.put(key, answer, ttl))
+            self._background_task(self._store(key, answer, semantic))
+
+    async def _store(self, key: str, answer: CachedAnswer, semantic: SemanticLookup | None) -> None:
+        assert self._cache is not None
+        ttl = self._cache_settings.ttl_seconds
+        await self._cache.put(key, answer, ttl)
+        if semantic is not None and self._semantic is not None:
+            await self._semantic.remember(semantic, key, ttl)
 
     async def _embed(self, call: _Call, authorization: str | None, body: bytes) -> JSON:
         request, entry = await self._admit(call, authorization, body, EmbeddingRequest)
-        return self._finish(call, await _timed(call, entry.backend.embed(request)))
+        work = traced_call(entry.name, entry.backend, entry.backend.embed(request))
+        return self._finish(call, await _timed(call, work))
 
     async def _admit(
         self, call: _Call, authorization: str | Principal | None, body: bytes, schema: type[R]
@@ -263,6 +328,8 @@ class InferenceService:
         entry = self._catalog.resolve(model_name)
         call.model = entry.name
         served_by.set(entry.name)  # routes and replica sets name the deployment more precisely
+        routed_to.set(None)
+        failed_targets.set(call.failures)
         call.stream = bool(getattr(request, "stream", False))
         authorize_model(call.principal, model_name, entry.name)
         self._check_capability(entry, call.endpoint, model_name)
@@ -271,7 +338,7 @@ class InferenceService:
             self._subjects(call.principal, entry.name), estimate
         )
         self._metrics.in_flight.labels(call.model).inc()
-        call.budgets = _budgets(call.principal) if self._ledger is not None else ()
+        call.budgets = budgets_of(call.principal.key) if self._ledger is not None else ()
         if call.budgets and self._ledger is not None:
             await self._ledger.check(call.budgets)
         return request, entry
@@ -351,6 +418,9 @@ class InferenceService:
         guard = self._guardrails.stream_guard() if self._guardrails else None
         max_bytes = self._cache_settings.max_entry_bytes
         recorder = StreamRecorder(max_bytes=max_bytes) if keep_as else None
+        # What keeps the answer's text: the cache's recorder, the audit transcript.
+        sinks = [sink.feed for sink in (recorder, call.transcript) if sink is not None]
+        held: list[bytes] = []  # events the upstream sent in one read go out in one write
         try:
             event = first
             while event is not None and not (guard and guard.stopped):
@@ -358,28 +428,32 @@ class InferenceService:
                     usage = event.usage
                 payload = guard.feed(event.data) if guard else event.data
                 if payload is not None:
-                    if recorder is not None:
-                        recorder.feed(payload)
+                    for feed in sinks:
+                        feed(payload)
                     if include_usage or not event.usage_only:
-                        yield b"data: " + payload + b"\n\n"
+                        held.append(b"data: " + payload + b"\n\n")
+                if held and not event.more:
+                    chunk = b"".join(held)
+                    held.clear()
+                    yield chunk
                 event = await anext(events, None)
             for payload in guard.finish() if guard else ():
-                if recorder is not None:
-                    recorder.feed(payload)
-                yield b"data: " + payload + b"\n\n"
+                for feed in sinks:
+                    feed(payload)
+                held.append(b"data: " + payload + b"\n\n")
             status = 200
-            yield _DONE
+            yield b"".join([*held, _DONE])
         except AtriumError as exc:
             # Headers are sent: report the failure in-band, as OpenAI does.
             status = status_of(exc)
-            yield b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"
+            yield b"".join([*held, b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n"])
         finally:
             await _aclose(events)
             self._record(call, status, usage)
         # Only a stream that ran to its end, uncut by a guardrail, is worth replaying.
         kept = recorder.answer() if recorder is not None else None
         if keep_as is not None and kept is not None and not (guard and guard.stopped):
-            self._keep(keep_as, kept)
+            self._keep(keep_as, kept, call.semantic)
 
     def _reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Settle a reservation off the hot path (with Redis it is a round trip)."""
@@ -391,6 +465,11 @@ class InferenceService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def observe_budgets(self, budgets: Sequence[Budget]) -> None:
+        """Report the spend of ``budgets`` (the spend gauge) before any request uses them."""
+        if self._ledger is not None and budgets:
+            await self._ledger.observe(budgets)
+
     async def drain(self) -> None:
         """Wait for pending reconciliations (at shutdown)."""
         if self._background:
@@ -401,6 +480,8 @@ class InferenceService:
         if call.cached:
             usage = Usage()  # a cached answer took no model time: it costs no tokens
         seconds = time.perf_counter() - call.started
+        if call.router is not None:
+            _end_router(call.router, status, call.failures)
         if call.reservation is not None:
             self._reconcile(call.reservation, usage.total_tokens)
             self._metrics.in_flight.labels(call.model).dec()
@@ -424,45 +505,68 @@ class InferenceService:
         cost = price.cost(usage.prompt_tokens, usage.completion_tokens) if price else 0.0
         if cost > 0 and call.budgets and self._ledger is not None:
             self._background_task(self._ledger.charge(call.budgets, cost))
-        key = call.principal.key if call.principal else None
-        self._publisher.publish_nowait(
-            RequestCompleted(
-                model=call.model,
-                key_id=key.id if key else None,
-                team_id=key.team.id if key and key.team else None,
-                cost_usd=cost,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                latency_ms=seconds * 1000.0,
-                status=status,
-                stream=call.stream,
-                endpoint=call.endpoint.label,
-            )
-        )
+        event = _completed_event(call, status, usage, seconds, cost)
+        self._publisher.publish_nowait(event)
+        if call.transcript is not None and self._transcripts is not None:
+            self._transcripts.record_transcript(event, call.transcript)
 
 
-def _budgets(principal: Principal) -> tuple[Budget, ...]:
-    """The key's and its team's budgets, where they have one."""
-    key, found = principal.key, []
-    if key.budget_usd is not None and key.budget_period is not None:
-        found.append(
-            Budget(f"key:{key.id}", f"key {key.name!r}", key.budget_usd, key.budget_period)
-        )
-    team = key.team
-    if team is not None and team.budget_usd is not None and team.budget_period is not None:
-        found.append(
-            Budget(f"team:{team.id}", f"team {team.name!r}", team.budget_usd, team.budget_period)
-        )
-    return tuple(found)
+def _completed_event(
+    call: _Call, status: int, usage: Usage, seconds: float, cost: float
+) -> RequestCompleted:
+    key = call.principal.key if call.principal else None
+    ttft = call.first_token_at
+    return RequestCompleted(
+        model=call.model,
+        key_id=key.id if key else None,
+        team_id=key.team.id if key and key.team else None,
+        cost_usd=cost,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        latency_ms=seconds * 1000.0,
+        status=status,
+        stream=call.stream,
+        endpoint=call.endpoint.label,
+        routed_to=routed_to.get(),
+        failed_targets=list(call.failures),
+        ttft_ms=(ttft - call.started) * 1000.0 if ttft else None,
+        # The serving replica audits a request whose text it keeps (text stays off the bus).
+        audited=call.transcript is not None,
+    )
 
 
 async def _timed(call: _Call, work: Awaitable[T]) -> T:
-    """Await the backend, adding its time to the call's model time."""
+    """Await the backend, adding its time to the call's model time.
+
+    When traced, the backend runs under the ``router`` span (retries, fallbacks and
+    each upstream attempt's ``backend`` span sit there); it ends with the request.
+    """
     started = time.perf_counter()
+    tracer = None if call.cached else recording_tracer()
     try:
-        return await work
+        if tracer is None:
+            return await work
+        call.router = tracer.start_span("router", attributes={"gen_ai.request.model": call.model})
+        with trace.use_span(call.router, record_exception=False, set_status_on_exception=False):
+            return await work
     finally:
         call.model_seconds += time.perf_counter() - started
+
+
+def _end_router(span: Span, status: int, failures: list[str]) -> None:
+    """What routing settled on: the arm, the deployment, the targets that failed."""
+    span.set_attribute("atrium.status", status)
+    for name, value in (
+        ("atrium.routed_to", routed_to.get()),
+        ("atrium.served_by", served_by.get()),
+    ):
+        if value is not None:
+            span.set_attribute(name, value)
+    if failures:
+        span.set_attribute("atrium.failed_targets", failures)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+    span.end()
 
 
 def _log_line(call: _Call, status: int, usage: Usage, seconds: float) -> str:

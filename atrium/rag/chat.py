@@ -5,8 +5,8 @@ front of the conversation, and the request (sampling settings, streaming, everyt
 the model and the messages) goes to the knowledge base's answer model through the
 gateway's own chat path, so limits, usage and guardrails apply as to any chat. The
 response is the answer model's, with ``model`` set to ``rag/<knowledge base>`` and two
-extra fields: ``citations`` (as the query API returns them) and ``query_id`` (for
-feedback). Streams carry both on their first chunk.
+extra fields: ``citations`` and ``context`` (the cited passages' text), as the query API
+returns them, and ``query_id`` (for feedback). Streams carry them on their first chunk.
 """
 
 from __future__ import annotations
@@ -53,7 +53,11 @@ class RagChatCompletions:
         inner = request.model_dump(mode="json", exclude_none=True)
         inner.update(model=prepared.model, messages=messages)
         response = await self._chat.chat(authorization, orjson.dumps(inner))
-        extra = {"citations": prepared.citations, "query_id": prepared.query_id}
+        extra = {
+            "citations": prepared.citations,
+            "context": prepared.context,
+            "query_id": prepared.query_id,
+        }
         if isinstance(response, dict):
             return {**response, "model": request.model, **extra}
         return _annotated(response, request.model, extra)

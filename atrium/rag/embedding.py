@@ -8,6 +8,7 @@ the remote cases share one path and one batching policy.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Sequence
 from typing import Protocol
@@ -22,10 +23,14 @@ from atrium.runtime.catalog import ModelCatalog
 from atrium.runtime.embedders import bundled_model_paths
 from atrium.runtime.schema import EmbeddingRequest
 
-#: Inputs per backend call. The local model runs one call at a time, so a query's
-#: embedding waits behind at most one call of a running sync: small calls keep queries
+#: Inputs per backend call. When every worker of the local model is busy (several syncs
+#: at once), a query's embedding waits behind one call at most: small calls keep queries
 #: fast during ingestion at little cost (inputs are still sorted and padded per call).
 DEFAULT_BATCH = 16
+
+#: Batches of one :meth:`CatalogEmbedder.embed` call in flight at once, for a backend
+#: that does not say how many calls it runs in parallel (a remote upstream).
+DEFAULT_CONCURRENCY = 2
 
 
 class TextEmbedder(Protocol):
@@ -42,16 +47,36 @@ class TextEmbedder(Protocol):
 
 
 class CatalogEmbedder:
-    """Embeds through the backend the catalog serves under ``model``."""
+    """Embeds through the backend the catalog serves under ``model``.
 
-    def __init__(self, catalog: ModelCatalog, model: str, *, batch: int = DEFAULT_BATCH) -> None:
+    A long list goes out in batches of ``batch`` texts, ``concurrency`` of them at once.
+    By default that is one less than the calls the backend runs in parallel (its
+    ``parallel_calls``: the bundled model's workers, one thread each), so a sync keeps
+    all workers but one busy and a query's embedding never queues behind a batch: it
+    takes the free worker and shares the cores with the sync's batches at once.
+    """
+
+    def __init__(
+        self,
+        catalog: ModelCatalog,
+        model: str,
+        *,
+        batch: int = DEFAULT_BATCH,
+        concurrency: int | None = None,
+    ) -> None:
         entry = catalog.resolve(model)
         if Capability.EMBEDDINGS not in getattr(entry.backend, "capabilities", frozenset()):
             msg = f"model {model!r} does not serve embeddings"
             raise InvalidRequestError(msg, param="embedder")
+        if batch < 1 or (concurrency is not None and concurrency < 1):
+            msg = f"batch and concurrency must be at least 1, got {batch} and {concurrency}"
+            raise ValueError(msg)
         self._backend = entry.backend
         self._model = model
         self._batch = batch
+        parallel = getattr(entry.backend, "parallel_calls", None)
+        default = DEFAULT_CONCURRENCY if parallel is None else max(1, int(parallel) - 1)
+        self._concurrency = concurrency or default
 
     @property
     def model(self) -> str:
@@ -60,10 +85,22 @@ class CatalogEmbedder:
 
     async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Embed ``texts`` in batches; rows are L2-normalised whatever the model returns."""
-        parts = [
-            await self._embed_batch(list(texts[start : start + self._batch]))
-            for start in range(0, len(texts), self._batch)
-        ]
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def batch_at(start: int) -> npt.NDArray[np.float32]:
+            async with gate:
+                return await self._embed_batch(list(texts[start : start + self._batch]))
+
+        tasks = [asyncio.ensure_future(batch_at(s)) for s in range(0, len(texts), self._batch)]
+        try:
+            parts: list[npt.NDArray[np.float32]] = await asyncio.gather(*tasks)
+        except BaseException:
+            # The caller sees the first error as raised (not an ExceptionGroup); the
+            # other batches are cancelled and awaited, none is left running.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         if not parts:
             return np.zeros((0, 0), dtype=np.float32)
         vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -115,3 +115,5 @@ class PreparedChat:
     model: str
     citations: list[dict[str, Any]]
     query_id: str
+    #: The cited passages' whole text ({number, chunk_id, text}), as the query API gives.
+    context: list[dict[str, Any]] = field(default_factory=list)

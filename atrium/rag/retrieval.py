@@ -25,6 +25,7 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from atrium.core.spans import SpanFactory, no_span
 from atrium.rag.embedding import TextEmbedder
 from atrium.rag.filters import field_value, matches, parse_filter
 from atrium.rag.index.base import ChunkIndex
@@ -91,7 +92,9 @@ class HybridRetriever:
         *,
         feedback: FeedbackSignals | None = None,
         reranker: Reranker | None = None,
+        span: SpanFactory = no_span,
     ) -> None:
+        self._span = span
         self._index = index
         self._embedder = embedder
         self._feedback = feedback
@@ -108,12 +111,14 @@ class HybridRetriever:
         clock = _Clock(timings)
         vector = None
         if mode != "lexical" or settings.mmr_lambda is not None or self._wants_feedback(settings):
-            vector = (await self._embedder.embed([query.text]))[0]
+            with self._span("rag.embed", **{"gen_ai.request.model": spec.embedder}):
+                vector = (await self._embedder.embed([query.text]))[0]
             clock.lap("embed")
         scope = _scope(query, spec.rules)
-        dense, lexical = await self._search(
-            collection, mode, text=query.text, vector=vector, scope=scope, settings=settings
-        )
+        with self._span("rag.search", **{"rag.mode": mode, "rag.top_k": top_k}):
+            dense, lexical = await self._search(
+                collection, mode, text=query.text, vector=vector, scope=scope, settings=settings
+            )
         clock.lap("search")
         fused = fuse(dense, lexical, vector, settings)
         _apply_rules(fused, spec)
@@ -123,7 +128,8 @@ class HybridRetriever:
         ranked = await self._pin(collection, ranked, vector, query, spec) + ranked
         ranked = _dedupe(ranked)
         if self._reranker is not None and settings.reranker is not None:
-            ranked = await self._rerank(query.text, ranked, settings.reranker.candidates)
+            with self._span("rag.rerank", **{"rag.candidates": settings.reranker.candidates}):
+                ranked = await self._rerank(query.text, ranked, settings.reranker.candidates)
         clock.lap("rank")
         if settings.mmr_lambda is not None and vector is not None:
             chosen = mmr(ranked, vector, top_k, settings.mmr_lambda)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from atrium.bus.base import Event
+from atrium.bus.events import KnowledgeSynced
 from atrium.core.errors import (
     AtriumError,
     ConflictError,
@@ -28,6 +31,8 @@ from atrium.core.errors import (
     PermissionDeniedError,
 )
 from atrium.core.netguard import NetworkPolicy
+from atrium.core.spans import SpanFactory, no_span
+from atrium.observability.metrics import RagMetrics
 from atrium.rag.answer import (
     ChatCaller,
     Citation,
@@ -110,7 +115,13 @@ class KnowledgeService:
         feedback: FeedbackModel,
         count_tokens: Callable[[str], int],
         config: RagConfig,
+        publish: Callable[[Event], object] | None = None,
+        span: SpanFactory = no_span,
+        metrics: RagMetrics | None = None,
     ) -> None:
+        self._publish = publish
+        self._metrics = metrics
+        self._span = span
         self._repo = repo
         self._index = index
         self._catalog = catalog
@@ -310,6 +321,7 @@ class KnowledgeService:
                 complete=False,
             )
             await self._repo.set_source_state(source.id, "ok", None, synced=True)
+            self._announce(record, source, "ok", report)  # a failed upload counts too
         documents = await self._repo.documents_of(source.id)
         document = documents.get(path.name)
         if document is not None and document.status == "failed":
@@ -392,11 +404,35 @@ class KnowledgeService:
             finally:
                 status = "failed" if progress.error else "ok"
                 await self._repo.set_source_state(source.id, status, progress.error, synced=True)
+                self._announce(record, source, status, progress)
         logger.info(
             "source synced",
             extra={"kb": record.name, "source": source.name, **progress.to_public()},
         )
         return progress
+
+    def _announce(
+        self,
+        record: KnowledgeBaseRecord,
+        source: SourceRecord,
+        status: str,
+        progress: SyncProgress,
+    ) -> None:
+        """Publish the sync's outcome (alert rules count ingestion failures from it)."""
+        if self._metrics is not None:
+            indexed = progress.added + progress.updated
+            self._metrics.synced(record.name, indexed, len(progress.failed))
+        if self._publish is None:
+            return
+        self._publish(
+            KnowledgeSynced(
+                kb_id=record.id, knowledge_base=record.name, source_id=source.id,
+                source=source.name, status=status, documents_seen=progress.seen,
+                added=progress.added, updated=progress.updated, deleted=progress.deleted,
+                failed_documents=len(progress.failed), error=progress.error,
+                seconds=round(progress.seconds, 3),
+            )
+        )  # fmt: skip
 
     def _target(self, record: KnowledgeBaseRecord, source: SourceRecord) -> SyncTarget:
         spec = _spec(record)
@@ -466,7 +502,10 @@ class KnowledgeService:
         """Retrieve, then answer from the retrieved context with citations."""
         record, spec, result = await self._retrieve(id_or_name, caller, body)
         citations, request = self._prepare_answer(record, spec, caller, body, result, stream=False)
-        response = await self._chat.chat(caller.authorization, request)
+        with self._span(
+            "rag.generate", **{"gen_ai.request.model": body.model or spec.answer_model}
+        ):
+            response = await self._chat.chat(caller.authorization, request)
         assert isinstance(response, dict)
         text = answer_text(response)
         query_id = await self._remember(
@@ -483,7 +522,10 @@ class KnowledgeService:
         """Retrieve, open the answer stream; the caller relays deltas, then :meth:`finish`."""
         record, spec, result = await self._retrieve(id_or_name, caller, body)
         citations, request = self._prepare_answer(record, spec, caller, body, result, stream=True)
-        events = await self._chat.chat(caller.authorization, request)
+        with self._span(
+            "rag.generate", **{"gen_ai.request.model": body.model or spec.answer_model}
+        ):
+            events = await self._chat.chat(caller.authorization, request)  # the stream opened
         assert not isinstance(events, dict)
         answer = Answer("", None, citations, result, body.model or spec.answer_model, record.id)
         return answer, stream_deltas(events)
@@ -517,7 +559,20 @@ class KnowledgeService:
             model=spec.answer_model,
             citations=[citation.to_public() for citation in citations],
             query_id=query_id,
+            context=[
+                {
+                    "number": c.number,
+                    "chunk_id": c.chunk.record.chunk_id,
+                    "text": c.chunk.record.context,
+                }
+                for c in citations
+            ],
         )
+
+    async def feedback_entries(self, id_or_name: str, *, limit: int) -> list[dict[str, Any]]:
+        """The latest feedback on a knowledge base with its questions (for administrators)."""
+        record = await self._repo.get_kb(id_or_name)
+        return [entry.to_public() for entry in await self._repo.feedback_entries(record.id, limit)]
 
     async def feedback(self, id_or_name: str, caller: Caller, body: FeedbackRequest) -> str:
         """Store feedback on an answered query and learn from it at once."""
@@ -563,6 +618,7 @@ class KnowledgeService:
             reranker=None
             if reranker is None
             else HttpReranker(reranker, self._config.policy, self._secrets),
+            span=self._span,
         )
         query = RetrievalQuery(
             text=body.query,
@@ -571,10 +627,15 @@ class KnowledgeService:
             conditions=conditions,
             groups=caller.groups,
         )
+        started = time.perf_counter()
         try:
-            result = await retriever.retrieve(record.id, spec, query)
+            with self._span("rag.retrieve", **{"rag.knowledge_base": record.name}):
+                result = await retriever.retrieve(record.id, spec, query)
         except ValueError as exc:
             raise InvalidRequestError(str(exc), param="filter") from None
+        if self._metrics is not None:
+            mode = body.mode or spec.retrieval.mode
+            self._metrics.retrieved(record.name, mode, time.perf_counter() - started)
         return record, spec, result
 
     def _prepare_answer(

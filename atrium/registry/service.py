@@ -141,8 +141,19 @@ class RegistryService:
 
     # Versions --------------------------------------------------------------------------
 
-    async def register_version(self, model: str, body: VersionCreate) -> VersionRecord:
-        """Register a new version from a file (or a remote endpoint); all or nothing."""
+    async def register_version(
+        self,
+        model: str,
+        body: VersionCreate,
+        *,
+        admit: Callable[[VersionDraft], Awaitable[object]] | None = None,
+    ) -> VersionRecord:
+        """Register a new version from a file (or a remote endpoint); all or nothing.
+
+        ``admit`` sees the version as read from the file's header (format, size,
+        metadata) before anything is copied, and refuses it by raising (a release checks
+        that a deployment pool can hold it).
+        """
         record = await self._repo.get_model(model)
         if body.format == "remote":
             draft = self._draft("remote", {}, body)
@@ -152,6 +163,8 @@ class RegistryService:
         inspection = await asyncio.to_thread(self._store.inspect, source)
         # Metadata is checked before the (possibly long) copy.
         draft = self._draft(inspection.format, inspection.metadata, body)
+        if admit is not None:
+            await admit(replace(draft, size_bytes=source.size))
         staged = await self._stage(source)
         draft = replace(draft, sha256=staged.sha256, size_bytes=staged.size_bytes)
         return await self._record(record, draft, staged)

@@ -1,11 +1,12 @@
-"""The model store: model files under one fsspec root (a local folder, GCS or S3 by URL).
+"""The model store: model files under one root (a local folder, or S3, GCS or Azure by URL).
 
-A version's file lives at ``<root>/models/<name>/<version>/<filename>``. Copying is
-two-phase, so nothing is ever half-stored: :meth:`ModelStore.stage` streams the
-source into a uniquely named file under ``<root>/.staging/`` (hashing and counting
-bytes on the way, stopping at the size limit), and :meth:`ModelStore.place` moves
-it to its final name once the version number is held. A failure at any point
-removes what was written.
+A local folder (or any fsspec URL) is written through fsspec; an ``s3://``, ``gs://`` or
+``az://`` root through obstore (:mod:`atrium.registry._files`). A version's file lives at
+``<root>/models/<name>/<version>/<filename>``. Copying is two-phase, so nothing is ever
+half-stored: :meth:`ModelStore.stage` streams the source into a uniquely named file under
+``<root>/.staging/`` (hashing and counting bytes on the way, stopping at the size limit),
+and :meth:`ModelStore.place` moves it to its final name once the version number is held.
+A failure at any point removes what was written.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Final
 
-import fsspec  # type: ignore[import-untyped]
-
+from atrium.core import objectstore
 from atrium.core.errors import InvalidRequestError, NotFoundError
+from atrium.registry._files import StoreFiles, Writable, join, open_files
 from atrium.registry.formats import ArtifactError, ArtifactTooLargeError, Inspection
 from atrium.registry.formats import inspect_artifact as _inspect
 
@@ -50,37 +52,44 @@ class StagedArtifact:
 
 
 class ModelStore:
-    """Model files in any fsspec file system, copied in atomically and size-limited."""
+    """Model files in a folder or a bucket, copied in atomically and size-limited."""
 
-    def __init__(self, root_url: str, *, max_artifact_bytes: int) -> None:
-        self._fs, root = fsspec.core.url_to_fs(root_url)
-        self._root = root.rstrip("/") or "/"
-        self._protocol = _protocol_of(self._fs)
+    def __init__(
+        self,
+        root_url: str,
+        *,
+        max_artifact_bytes: int,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``options``: a bucket's obstore options (checked), or fsspec's for other URLs."""
+        self._files: StoreFiles = open_files(root_url, options)
+        self._root = self._files.root
         self.max_artifact_bytes = max_artifact_bytes
 
     @property
     def root(self) -> str:
-        """The store's root path in its file system."""
+        """The store's root path in its file system (a key prefix in a bucket)."""
         return self._root
 
     def uri(self, path: str) -> str:
-        """A URL for a path in the store (``file:///...``, ``gs://bucket/...``)."""
-        return str(self._fs.unstrip_protocol(path))
+        """A URL for a path in the store (``file:///...``, ``s3://bucket/...``)."""
+        return self._files.uri(path)
 
     def exists(self, uri: str) -> bool:
         """Whether a stored file (by URI) is present."""
-        return bool(self._fs.exists(self._fs._strip_protocol(uri)))
+        return self._files.exists(self._files.path(uri))
 
     def staged_paths(self) -> list[str]:
         """Files left in the staging area (empty unless a copy is in progress)."""
-        staging = f"{self._root}/.staging"
-        if not self._fs.exists(staging):
-            return []
-        return [str(p) for p in self._fs.find(staging)]
+        return self._files.files(join(self._root, ".staging"))
+
+    def stored_paths(self) -> list[str]:
+        """Every placed version file (under ``models/``)."""
+        return self._files.files(join(self._root, "models"))
 
     def locate(self, url: str) -> OpenSource:
         """Locate ``url`` (a path or any fsspec URL); refuse a missing or oversized file."""
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = objectstore.url_to_fs(url)  # obstore for s3://, gs://, az://
         try:
             info = fs.info(path)
         except FileNotFoundError:
@@ -98,13 +107,13 @@ class ModelStore:
 
     def stage(self, source: OpenSource) -> StagedArtifact:
         """Copy the source into staging, hashing it; nothing is left behind on failure."""
-        path = f"{self._root}/.staging/{uuid.uuid4().hex}/{source.filename}"
-        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        folder = join(self._root, f".staging/{uuid.uuid4().hex}")
+        path = f"{folder}/{source.filename}"
         try:
-            with source.fs.open(source.path, "rb") as src, self._fs.open(path, "wb") as dst:
+            with source.fs.open(source.path, "rb") as src, self._files.writer(path) as dst:
                 digest, size = self._copy(src, dst, source)
         except BaseException:
-            self._remove_tree(path.rsplit("/", 1)[0])
+            self._files.remove_tree(folder)
             raise
         return StagedArtifact(path, source.filename, digest, size)
 
@@ -115,29 +124,43 @@ class ModelStore:
     def place(self, staged: StagedArtifact, name: str, version: int) -> str:
         """Move a staged file to ``models/<name>/<version>/`` and return its URI."""
         final = self._target(staged, name, version)
-        self._fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
-        self._fs.mv(staged.path, final)
-        self._remove_tree(staged.path.rsplit("/", 1)[0])
+        self._files.move(staged.path, final, staged.size_bytes)
+        self._files.remove_tree(staged.path.rsplit("/", 1)[0])
         return self.uri(final)
 
     def discard(self, staged: StagedArtifact) -> None:
         """Remove a staged file that will not become a version."""
-        self._remove_tree(staged.path.rsplit("/", 1)[0])
+        self._files.remove_tree(staged.path.rsplit("/", 1)[0])
 
     def remove(self, uri: str) -> None:
         """Remove a placed file (a version whose row could not be written)."""
-        path = self._fs._strip_protocol(uri)
-        if self._fs.exists(path):
-            self._fs.rm(path)
-        # Empty version folders would look like versions to someone browsing the store.
-        folder = path.rsplit("/", 1)[0]
-        if self._fs.exists(folder) and not self._fs.ls(folder):
-            self._fs.rmdir(folder)
+        self._files.remove(self._files.path(uri))
+
+    def materialize(self, uri: str, cache_dir: Path) -> Path:
+        """A local path to a stored file: itself on a local store, else a cached download.
+
+        Blocking: run it off the event loop. The download goes to a temporary name first,
+        so a cache entry is always a whole file.
+        """
+        path = self._files.path(uri)
+        if self._files.local:
+            return Path(path)
+        target = cache_dir / hashlib.sha256(uri.encode()).hexdigest()[:16] / Path(path).name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            self._files.download(path, partial)
+            partial.replace(target)
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
 
     def _target(self, staged: StagedArtifact, name: str, version: int) -> str:
-        return f"{self._root}/models/{name}/{version}/{staged.filename}"
+        return join(self._root, f"models/{name}/{version}/{staged.filename}")
 
-    def _copy(self, src: BinaryIO, dst: Any, source: OpenSource) -> tuple[str, int]:
+    def _copy(self, src: BinaryIO, dst: Writable, source: OpenSource) -> tuple[str, int]:
         digest, size = hashlib.sha256(), 0
         while chunk := src.read(CHUNK_BYTES):
             size += len(chunk)
@@ -158,17 +181,8 @@ class ModelStore:
             )
             raise ArtifactTooLargeError(msg, param="source")
 
-    def _remove_tree(self, path: str) -> None:
-        if self._fs.exists(path):
-            self._fs.rm(path, recursive=True)
-
     def __repr__(self) -> str:
-        return f"ModelStore({self._protocol}://{self._root})"
-
-
-def _protocol_of(fs: Any) -> str:
-    protocol = fs.protocol
-    return protocol if isinstance(protocol, str) else protocol[0]
+        return f"ModelStore({self._files.uri(self._root)})"
 
 
 def _safe_filename(path: str) -> str:

@@ -32,12 +32,15 @@ class StreamEvent:
 
     ``data`` is the JSON payload exactly as it goes on the wire. ``usage`` is set on
     the event that carries token counts; ``usage_only`` marks a final usage chunk
-    (``choices: []``) that is sent only when the client asked for it.
+    (``choices: []``) that is sent only when the client asked for it. ``more`` says
+    that the stream goes on at once (the upstream sent the next event, or its end, in
+    the same read), so a writer may hold this event and send it with what follows.
     """
 
     data: bytes
     usage: Usage | None = None
     usage_only: bool = False
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import asyncio
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
@@ -71,7 +71,9 @@ class WorkerPool(Generic[M]):
         finally:
             self._release(instance, worker)
 
-    async def stream(self, call: Callable[[M, threading.Event], Iterator[T]]) -> AsyncIterator[T]:
+    async def stream(
+        self, call: Callable[[M, threading.Event], Iterator[T]]
+    ) -> AsyncGenerator[T, None]:
         """Iterate ``call``'s items as a worker thread produces them.
 
         Items reach the event loop in batches at most every ``stream_interval`` seconds

@@ -23,6 +23,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
+from opentelemetry import trace
+
 from atrium.core.errors import (
     AtriumError,
     ContextLengthError,
@@ -31,6 +33,7 @@ from atrium.core.errors import (
     UpstreamStatusError,
 )
 from atrium.core.settings import BreakerSettings, RouteSpec
+from atrium.runtime._tracing import attempt, attempt_stream
 from atrium.runtime.base import BackendBase, Health, ModelBackend, StreamEvent
 from atrium.runtime.schema import JSON, ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -41,6 +44,11 @@ Request = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 
 #: Which deployment served the current request (set by the wrappers, read by the gateway).
 served_by: ContextVar[str | None] = ContextVar("atrium_served_by", default=None)
+#: Which model of a route took the current request (a route's arm, not a replica).
+routed_to: ContextVar[str | None] = ContextVar("atrium_routed_to", default=None)
+#: Route targets that failed during the current request (one entry per failed attempt);
+#: the gateway sets a fresh list per request, routes append to it.
+failed_targets: ContextVar[list[str] | None] = ContextVar("atrium_failed_targets", default=None)
 #: The current request's headers, for header-sticky routes (set by the gateway).
 request_headers: ContextVar[Mapping[str, str] | None] = ContextVar(
     "atrium_request_headers", default=None
@@ -228,7 +236,7 @@ class ReplicaSet(BackendBase):
         replica.in_flight += 1
         started = self._clock()
         try:
-            result = await call(replica.backend)
+            result = await attempt(self.name, replica.name, call(replica.backend))
         except AtriumError as exc:
             self._failed(replica, exc)
             raise
@@ -244,7 +252,7 @@ class ReplicaSet(BackendBase):
         served_by.set(replica.name)
         replica.in_flight += 1
         started = self._clock()
-        events = open_stream(replica.backend)
+        events = attempt_stream(self.name, replica.name, open_stream(replica.backend))
         try:
             async for event in events:
                 if started:  # latency to the first event is what balancing cares about
@@ -281,6 +289,68 @@ class ReplicaSet(BackendBase):
     async def count_tokens(self, text: str) -> int:
         """Counted by the first replica's tokenizer."""
         return await self.replicas[0].backend.count_tokens(text)
+
+
+class ScaleFromZero(BackendBase):
+    """A replica set that may be scaled to zero: a request wakes it and waits for a replica.
+
+    ``wake`` starts a replica (the deployer's scale-up, ready on return); concurrent
+    requests share one wake.
+    """
+
+    def __init__(self, replicas: ReplicaSet, wake: Callable[[], Awaitable[None]]) -> None:
+        self.name = replicas.name
+        self.replicas = replicas
+        self.capabilities = replicas.capabilities
+        self.completion_estimate = replicas.completion_estimate
+        self._wake = wake
+        self._waking: asyncio.Future[None] | None = None
+
+    async def _ready(self) -> None:
+        if any(r.healthy for r in self.replicas.replicas):
+            return
+        if self._waking is None or self._waking.done():
+            self._waking = asyncio.ensure_future(self._wake())
+        await asyncio.shield(self._waking)
+
+    async def health(self) -> Health:
+        """Ready: a replica answers, or one starts for the next request."""
+        if not self.replicas.replicas:
+            return Health(ready=True, detail="scaled to zero; a request starts a replica")
+        return await self.replicas.health()
+
+    async def chat(self, request: ChatCompletionRequest) -> JSON:
+        """A chat completion, after waking a replica if there is none."""
+        await self._ready()
+        return await self.replicas.chat(request)
+
+    async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[StreamEvent]:
+        """A streamed chat completion, after waking a replica if there is none."""
+        await self._ready()
+        async for event in self.replicas.chat_stream(request):
+            yield event
+
+    async def complete(self, request: CompletionRequest) -> JSON:
+        """A text completion, after waking a replica if there is none."""
+        await self._ready()
+        return await self.replicas.complete(request)
+
+    async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
+        """A streamed text completion, after waking a replica if there is none."""
+        await self._ready()
+        async for event in self.replicas.complete_stream(request):
+            yield event
+
+    async def embed(self, request: EmbeddingRequest) -> JSON:
+        """Embeddings, after waking a replica if there is none."""
+        await self._ready()
+        return await self.replicas.embed(request)
+
+    async def count_tokens(self, text: str) -> int:
+        """Counted by a replica's tokenizer, or roughly while scaled to zero."""
+        if not self.replicas.replicas:
+            return max(1, len(text) // 4)
+        return await self.replicas.count_tokens(text)
 
 
 def _counts_against_replica(error: AtriumError) -> bool:
@@ -345,13 +415,7 @@ class Route(BackendBase):
         """The split's arm for this request: by the caller's hash when sticky."""
         key = self._sticky_key(request)
         point = _unit_hash(f"{self.name}\x00{key}") if key else random.random()  # noqa: S311
-        total = sum(t.weight for t in self._targets)
-        threshold = 0.0
-        for target in self._targets:
-            threshold += target.weight / total
-            if point < threshold:
-                return target
-        return self._targets[-1]
+        return self._targets[_pick(point, [t.weight for t in self._targets])]
 
     def _sticky_key(self, request: Request) -> str | None:
         if self._spec.sticky == "user":
@@ -369,10 +433,15 @@ class Route(BackendBase):
     async def _attempts(self, request: Request, call: Callable[[Target], Awaitable[T]]) -> T:
         last: AtriumError | None = None
         previous = ""
+        span = trace.get_current_span()  # the gateway's router span when traced
+        traced = span.is_recording()
         for target in self.plan(request):
             if last is not None and self._observer is not None:
                 self._observer.fell_back(self.name, previous, target.name)
+            if traced:
+                _route_event(span, self.name, target.name, previous, last)
             served_by.set(target.name)
+            routed_to.set(target.name)
             try:
                 return await self._with_retries(target, call)
             except AtriumError as exc:
@@ -383,15 +452,18 @@ class Route(BackendBase):
         raise last
 
     async def _with_retries(self, target: Target, call: Callable[[Target], Awaitable[T]]) -> T:
-        for attempt in range(self._spec.retries + 1):
+        for tries in range(self._spec.retries + 1):
             try:
                 return await call(target)
             except AtriumError as exc:
-                delay = self._delay(attempt, exc)
-                if attempt == self._spec.retries or delay is None:
+                if is_retryable(exc) or overflows_context(exc):
+                    _note_failure(target.name)  # the target's fault, not the caller's
+                delay = self._delay(tries, exc)
+                if tries == self._spec.retries or delay is None:
                     raise
             if self._observer is not None:
                 self._observer.retried(self.name, target.name)
+            _retry_event(target.name, tries + 1, delay)
             await self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -408,26 +480,36 @@ class Route(BackendBase):
 
     async def chat(self, request: ChatCompletionRequest) -> JSON:
         """A chat completion through the route."""
-        return await self._attempts(request, lambda t: t.backend.chat(request))
+        return await self._attempts(
+            request, lambda t: traced_call(t.name, t.backend, t.backend.chat(request))
+        )
 
     async def complete(self, request: CompletionRequest) -> JSON:
         """A text completion through the route."""
-        return await self._attempts(request, lambda t: t.backend.complete(request))
+        return await self._attempts(
+            request, lambda t: traced_call(t.name, t.backend, t.backend.complete(request))
+        )
 
     async def embed(self, request: EmbeddingRequest) -> JSON:
         """Embeddings through the route."""
-        return await self._attempts(request, lambda t: t.backend.embed(request))
+        return await self._attempts(
+            request, lambda t: traced_call(t.name, t.backend, t.backend.embed(request))
+        )
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[StreamEvent]:
         """A streamed chat completion: retries and fallbacks until the first event."""
-        started = await self._attempts(request, lambda t: _first(t.backend.chat_stream(request)))
+        started = await self._attempts(
+            request,
+            lambda t: _first(traced_stream(t.name, t.backend, t.backend.chat_stream(request))),
+        )
         async for event in _resume(*started):
             yield event
 
     async def complete_stream(self, request: CompletionRequest) -> AsyncIterator[StreamEvent]:
         """A streamed text completion: retries and fallbacks until the first event."""
         started = await self._attempts(
-            request, lambda t: _first(t.backend.complete_stream(request))
+            request,
+            lambda t: _first(traced_stream(t.name, t.backend, t.backend.complete_stream(request))),
         )
         async for event in _resume(*started):
             yield event
@@ -459,6 +541,69 @@ async def _resume(
             yield event
     finally:
         await events.aclose()  # type: ignore[attr-defined]
+
+
+def sticky_arm(route: str, key: str, arms: Sequence[tuple[str, float]]) -> str:
+    """The arm a sticky route sends ``key`` (a user or header value) to: as :class:`Route` does."""
+    point = _unit_hash(f"{route}\x00{key}")
+    return arms[_pick(point, [weight for _, weight in arms])][0]
+
+
+def _pick(point: float, weights: Sequence[float]) -> int:
+    total = sum(weights)
+    threshold = 0.0
+    for index, weight in enumerate(weights):
+        threshold += weight / total
+        if point < threshold:
+            return index
+    return len(weights) - 1
+
+
+def _route_event(
+    span: trace.Span, route: str, target: str, previous: str, error: AtriumError | None
+) -> None:
+    """The route's choice (first target) or a fallback to the next, as a span event."""
+    if error is None:
+        span.add_event("route.target", {"atrium.route": route, "atrium.target": target})
+        return
+    attributes = {"atrium.route": route, "atrium.target": target, "atrium.failed": previous,
+                  "error.type": error.code or type(error).__name__}  # fmt: skip
+    span.add_event("fallback", attributes)
+
+
+def _retry_event(target: str, tries: int, delay: float) -> None:
+    """A retry of ``target`` on the router span (when traced)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(
+            "retry", {"atrium.target": target, "atrium.attempt": tries, "atrium.delay_s": delay}
+        )
+
+
+def traced_call(name: str, backend: ModelBackend, work: Awaitable[T]) -> Awaitable[T]:
+    """``work`` on ``backend`` inside a backend span, unless the backend opens its own.
+
+    Routes and replica sets open one per upstream attempt; a plain model served
+    directly gets it from here (the gateway's call).
+    """
+    if isinstance(backend, ReplicaSet | ScaleFromZero | Route):
+        return work
+    return attempt(name, name, work)
+
+
+def traced_stream(
+    name: str, backend: ModelBackend, events: AsyncIterator[StreamEvent]
+) -> AsyncIterator[StreamEvent]:
+    """:func:`traced_call` for a stream."""
+    if isinstance(backend, ReplicaSet | ScaleFromZero | Route):
+        return events
+    return attempt_stream(name, name, events)
+
+
+def _note_failure(target: str) -> None:
+    failures = failed_targets.get()
+    if failures is not None:
+        failures.append(target)
 
 
 def _unit_hash(text: str) -> float:

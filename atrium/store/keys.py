@@ -53,6 +53,9 @@ class ApiKey:
     budget_usd: float | None = None
     budget_period: str | None = None
     access_groups: frozenset[str] = frozenset()
+    #: Response cache: True caches its deterministic requests by default, False never
+    #: caches them (a request cannot opt back in), None follows ``cache.by_default``.
+    cache: bool | None = None
 
     def is_active(self, now: datetime) -> bool:
         """Whether the key may be used at ``now`` (timezone-aware): not revoked, not expired."""
@@ -79,6 +82,7 @@ class ApiKey:
             "budget_usd": self.budget_usd,
             "budget_period": self.budget_period,
             "access_groups": sorted(self.access_groups),
+            "cache": self.cache,
             "team": None if self.team is None else {"id": self.team.id, "name": self.team.name},
             "expires_at": _isoformat(self.expires_at),
             "revoked_at": _isoformat(self.revoked_at),
@@ -145,6 +149,7 @@ class ApiKeyRepository:
         budget_usd: float | None = None,
         budget_period: str | None = None,
         access_groups: Iterable[str] = (),
+        cache: bool | None = None,
     ) -> NewKey:
         """Create a key; with ``secret``, import that known key instead of generating one.
 
@@ -181,6 +186,7 @@ class ApiKeyRepository:
             budget_period=budget_period,
             access_groups=sorted(groups) or None,
             team_id=None if team is None else team.id,
+            cache=cache,
             expires_at=expires_at,
             revoked_at=None,
             created_at=now,
@@ -229,6 +235,23 @@ class ApiKeyRepository:
             await session.commit()
         return await self.get(key_id)
 
+    async def set_cache(self, key_id: str, cache: bool | None) -> ApiKey:
+        """Set the key's response-cache choice (None: follow the setting)."""
+        return await self._set(key_id, cache=cache)
+
+    async def set_team(self, key_id: str, team: Team | None) -> ApiKey:
+        """Move the key into ``team``, or out of any team with None."""
+        return await self._set(key_id, team_id=None if team is None else team.id)
+
+    async def _set(self, key_id: str, **values: Any) -> ApiKey:
+        statement = update(ApiKeyRow).where(ApiKeyRow.id == key_id).values(**values)
+        async with self._db.session() as session:
+            result = await session.execute(statement)
+            await session.commit()
+        if not getattr(result, "rowcount", 0):
+            raise _not_found(key_id)
+        return await self.get(key_id)
+
     async def count(self) -> int:
         """How many keys exist, revoked ones included."""
         async with self._db.session() as session:
@@ -274,6 +297,7 @@ def _to_record(row: ApiKeyRow, team: Team | None = None) -> ApiKey:
         budget_usd=row.budget_usd,
         budget_period=row.budget_period,
         access_groups=frozenset(row.access_groups or ()),
+        cache=row.cache,
     )
 
 

@@ -82,6 +82,36 @@ class FeedbackRecord:
     not_useful: list[str]
 
 
+@dataclass(frozen=True, slots=True)
+class FeedbackEntry:
+    """One piece of feedback as an administrator reads it: with its question."""
+
+    id: str
+    query_id: str
+    query: str
+    key_id: str | None
+    rating: int | None
+    useful: list[str]
+    not_useful: list[str]
+    comment: str | None
+    created_at: datetime
+
+    def to_public(self) -> dict[str, Any]:
+        """A JSON-safe view."""
+        return {
+            "id": self.id,
+            "object": "knowledge_base.feedback",
+            "query_id": self.query_id,
+            "query": self.query,
+            "key_id": self.key_id,
+            "rating": {1: "up", -1: "down"}.get(self.rating or 0),
+            "useful": self.useful,
+            "not_useful": self.not_useful,
+            "comment": self.comment,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
 class KnowledgeRepository:
     """Persistence for the RAG engine's control data (chunks live in the index)."""
 
@@ -367,6 +397,39 @@ class KnowledgeRepository:
                 )
                 for feedback, query in rows
             ]
+
+    async def feedback_entries(self, kb_id: str, limit: int) -> builtins.list[FeedbackEntry]:
+        """The latest ``limit`` pieces of feedback on ``kb_id``, newest first."""
+        async with self._db.session() as session:
+            rows = await session.execute(
+                select(KbFeedbackRow, KbQueryRow.query)
+                .join(KbQueryRow, KbQueryRow.id == KbFeedbackRow.query_id)
+                .where(KbFeedbackRow.kb_id == kb_id)
+                .order_by(KbFeedbackRow.created_at.desc(), KbFeedbackRow.id.desc())
+                .limit(limit)
+            )
+            return [
+                FeedbackEntry(
+                    id=row.id,
+                    query_id=row.query_id,
+                    query=query,
+                    key_id=row.key_id,
+                    rating=row.rating,
+                    useful=list(row.useful),
+                    not_useful=list(row.not_useful),
+                    comment=row.comment,
+                    created_at=row.created_at,
+                )
+                for row, query in rows
+            ]
+
+
+def _feedback_entry(row: KbFeedbackRow, query: str) -> FeedbackEntry:
+    return FeedbackEntry(
+        id=row.id, query_id=row.query_id, query=query, key_id=row.key_id, rating=row.rating,
+        useful=list(row.useful), not_useful=list(row.not_useful), comment=row.comment,
+        created_at=row.created_at,
+    )  # fmt: skip
 
 
 def _kb(row: KnowledgeBaseRow) -> KnowledgeBaseRecord:

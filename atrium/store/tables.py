@@ -89,6 +89,8 @@ class ApiKeyRow(Base):
     team_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("teams.id"), nullable=True, index=True
     )
+    # Response cache: True caches by default, False never, None follows cache.by_default.
+    cache: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -401,3 +403,65 @@ class ModelLineageRow(Base):
     ref: Mapped[str] = mapped_column(String(500), nullable=False)
     detail: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ReleaseDetectionRow(Base):
+    """A release a watcher reported: each (watcher, key) once, so restarts never repeat one."""
+
+    __tablename__ = "release_detections"
+    __table_args__ = (UniqueConstraint("watcher", "key", name="uq_release_detections_watcher_key"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    watcher: Mapped[str] = mapped_column(String(100), nullable=False)
+    key: Mapped[str] = mapped_column(String(1000), nullable=False)
+    payload: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ReleaseRow(Base):
+    """A release going through the pipeline: its stage, canary weight and stage timeline."""
+
+    __tablename__ = "releases"
+    __table_args__ = (Index("ix_releases_model_created_at", "model", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model: Mapped[str] = mapped_column(String(100), nullable=False)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source: Mapped[str] = mapped_column(String(100), nullable=False)
+    release_ref: Mapped[str] = mapped_column(String(500), nullable=False)
+    uri: Mapped[str] = mapped_column(String(2000), nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    stage: Mapped[str] = mapped_column(String(30), nullable=False)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    weight: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    policy: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    timeline: Mapped[list[dict[str, object]]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DeploymentRow(Base):
+    """A deployment's spec and desired replicas, so a restarted control plane brings it back."""
+
+    __tablename__ = "deployments"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    desired: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ExperimentRow(Base):
+    """An A/B experiment: a fixed sticky split between two models and its verdict."""
+
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    spec: Mapped[dict[str, object]] = mapped_column(JSON, nullable=False)
+    status: Mapped[str] = mapped_column(String(20), nullable=False)
+    verdict: Mapped[dict[str, object] | None] = mapped_column(JSON, nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,8 @@ from atrium.store.db import Database
 from atrium.store.tables import TeamRow
 
 BUDGET_PERIODS = ("day", "month", "total")
+#: What ``TeamRepository.update`` may change.
+UPDATABLE = ("rpm", "tpm", "max_parallel", "budget_usd", "budget_period")
 
 
 def check_budget(budget_usd: float | None, budget_period: str | None) -> None:
@@ -77,9 +79,7 @@ class TeamRepository:
         """Create a team; a taken name or a bad limit is a 400 and nothing is written."""
         if not name.strip() or len(name) > 200:
             raise InvalidRequestError("name must be 1 to 200 characters", param="name")
-        for param, value in (("rpm", rpm), ("tpm", tpm), ("max_parallel", max_parallel)):
-            if value is not None and value < 1:
-                raise InvalidRequestError(f"{param} must be at least 1", param=param)
+        _check_limits(rpm=rpm, tpm=tpm, max_parallel=max_parallel)
         check_budget(budget_usd, budget_period)
         row = TeamRow(
             id=uuid.uuid4().hex,
@@ -109,6 +109,24 @@ class TeamRepository:
             raise NotFoundError(f"no team with id {team_id!r}", param="team_id")
         return team_from_row(row)
 
+    async def update(self, team_id: str, changes: Mapping[str, Any]) -> Team:
+        """Change a team's limits or budget: the fields in ``changes`` (None removes a
+        limit); a bad value is a 400 and nothing is written, an unknown team a 404."""
+        unknown = set(changes) - set(UPDATABLE)
+        if unknown:
+            raise InvalidRequestError(f"cannot change {sorted(unknown)}", param=min(unknown))
+        async with self._db.session() as session:
+            row = await session.get(TeamRow, team_id)
+            if row is None:
+                raise NotFoundError(f"no team with id {team_id!r}", param="team_id")
+            merged = {name: changes.get(name, getattr(row, name)) for name in UPDATABLE}
+            _check_limits(rpm=merged["rpm"], tpm=merged["tpm"], max_parallel=merged["max_parallel"])
+            check_budget(merged["budget_usd"], merged["budget_period"])
+            for name, value in changes.items():
+                setattr(row, name, value)
+            await session.commit()
+        return team_from_row(row)
+
     async def find(self, id_or_name: str) -> Team | None:
         """The team with this id or name, if any."""
         query = select(TeamRow).where((TeamRow.id == id_or_name) | (TeamRow.name == id_or_name))
@@ -121,6 +139,12 @@ class TeamRepository:
         async with self._db.session() as session:
             rows = await session.scalars(select(TeamRow).order_by(TeamRow.name))
             return [team_from_row(row) for row in rows]
+
+
+def _check_limits(**limits: int | None) -> None:
+    for param, value in limits.items():
+        if value is not None and value < 1:
+            raise InvalidRequestError(f"{param} must be at least 1", param=param)
 
 
 def team_from_row(row: TeamRow) -> Team:

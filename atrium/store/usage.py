@@ -14,7 +14,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from atrium.store.db import Database
 from atrium.store.tables import ApiKeyRow, TeamRow, UsageRow
 
-GroupBy = Literal["key", "team", "model", "day"]
+GroupBy = Literal["key", "team", "user", "model", "day"]
+"""What a report groups by; ``user`` is the owner of the key that made the requests."""
+
+NO_OWNER = "(no owner)"
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class UsageLine:
     prompt_tokens: int
     completion_tokens: int
     spend_usd: float
+    day: date | None = None
+    """The day of these totals when the report is split by day, else None."""
 
     def to_public(self) -> dict[str, Any]:
         """A JSON-safe view for the admin API."""
@@ -55,6 +60,7 @@ class UsageLine:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
             "spend_usd": round(self.spend_usd, 6),
+            "day": None if self.day is None else self.day.isoformat(),
         }
 
 
@@ -89,21 +95,29 @@ class UsageRepository:
             await session.commit()
 
     async def report(
-        self, group_by: GroupBy, *, start: date | None = None, end: date | None = None
+        self,
+        group_by: GroupBy,
+        *,
+        start: date | None = None,
+        end: date | None = None,
+        per_day: bool = False,
     ) -> list[UsageLine]:
-        """Totals per group between ``start`` and ``end`` (inclusive), biggest spend first."""
+        """Totals per group between ``start`` and ``end`` (inclusive), biggest spend first;
+        with ``per_day``, one line per group and day, oldest day first."""
         query = _grouped(group_by)
+        if per_day:
+            query = query.add_columns(UsageRow.day).group_by(UsageRow.day)
         if start is not None:
             query = query.where(UsageRow.day >= start)
         if end is not None:
             query = query.where(UsageRow.day <= end)
         async with self._db.session() as session:
-            rows = await session.execute(query)
-            lines = [
-                UsageLine(str(group), str(label or group), int(r), int(e), int(p), int(c), float(s))
-                for group, label, r, e, p, c, s in rows
-            ]
-        return sorted(lines, key=lambda line: (-line.spend_usd, -line.requests, line.group))
+            rows = (await session.execute(query)).all()
+        lines = [_line(group_by, row) for row in rows]
+        return sorted(
+            lines,
+            key=lambda line: (line.day or date.min, -line.spend_usd, -line.requests, line.group),
+        )
 
     async def spend_since(self, subject: str, first_day: date | None) -> float:
         """USD spent by ``key:<id>`` or ``team:<id>`` from ``first_day`` (None: ever)."""
@@ -114,6 +128,21 @@ class UsageRepository:
             query = query.where(UsageRow.day >= first_day)
         async with self._db.session() as session:
             return float(await session.scalar(query) or 0.0)
+
+
+def _line(group_by: GroupBy, row: Sequence[Any]) -> UsageLine:
+    group, label, requests, errors, prompt, completion, spend = row[:7]
+    day: date | None = row[7] if len(row) > 7 else None
+    if group_by == "user":
+        # Requests of a deleted key have no owner row at all; keys without one, "".
+        group = "unknown" if group is None else group
+        label = group or NO_OWNER
+    elif group_by == "day":
+        group = label = group.isoformat()
+    return UsageLine(
+        str(group), str(label or group), int(requests), int(errors), int(prompt),
+        int(completion), float(spend), day,
+    )  # fmt: skip
 
 
 def _grouped(group_by: GroupBy) -> Select[Any, Any, Any, Any, Any, Any, Any]:
@@ -134,5 +163,10 @@ def _grouped(group_by: GroupBy) -> Select[Any, Any, Any, Any, Any, Any, Any]:
             TeamRow, TeamRow.id == UsageRow.team_id
         )
         return by_team.group_by(UsageRow.team_id, TeamRow.name)
+    if group_by == "user":
+        by_owner = select(ApiKeyRow.owner, ApiKeyRow.owner, *totals).outerjoin(
+            ApiKeyRow, ApiKeyRow.id == UsageRow.key_id
+        )
+        return by_owner.group_by(ApiKeyRow.owner)
     column = UsageRow.model if group_by == "model" else UsageRow.day
     return select(column, column, *totals).group_by(column)

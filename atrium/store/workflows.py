@@ -370,7 +370,7 @@ class WorkflowRepository:
             if not include_children:
                 query = query.where(WorkflowRunRow.parent_run_id.is_(None))
             if before is not None:
-                query = query.where(await _before(session, before))
+                query = query.where(await _before(session, before, key_id))
             rows = await session.execute(
                 query.order_by(WorkflowRunRow.created_at.desc(), WorkflowRunRow.id.desc()).limit(
                     limit
@@ -629,11 +629,13 @@ def _runs() -> Select[WorkflowRunRow, str]:
     )
 
 
-async def _before(session: AsyncSession, run_id: str) -> ColumnElement[bool]:
-    """The condition 'created before run ``run_id``' (ties broken by id, as listed)."""
-    cursor = await session.scalar(
-        select(WorkflowRunRow.created_at).where(WorkflowRunRow.id == run_id)
-    )
+async def _before(session: AsyncSession, run_id: str, key_id: str | None) -> ColumnElement[bool]:
+    """The condition 'created before run ``run_id``' (ties broken by id, as listed); the
+    run must be ``key_id``'s when given (another key's run is no cursor of this listing)."""
+    where = WorkflowRunRow.id == run_id
+    if key_id is not None:
+        where = where & (WorkflowRunRow.key_id == key_id)
+    cursor = await session.scalar(select(WorkflowRunRow.created_at).where(where))
     if cursor is None:
         raise InvalidRequestError(f"no workflow run {run_id!r} to page from", param="before")
     return or_(

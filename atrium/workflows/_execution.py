@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -103,9 +104,10 @@ class RunExecution:
         node = item.node
         started = _now()
         try:
-            result = await node.block.run(
-                self.engine.context(self, node, 1), node.config, item.inputs
-            )
+            with self._block_span(node, 1):
+                result = await node.block.run(
+                    self.engine.context(self, node, 1), node.config, item.inputs
+                )
         except Exception as exc:  # noqa: BLE001 - a block failure follows its error strategy
             self._fail(node, item.inputs, _describe(exc), started, 1)
             return
@@ -121,6 +123,14 @@ class RunExecution:
             attempts=1,
         )
         self._settle(node, settle_success(node, result.outputs, result.handles), record)
+
+    def _block_span(self, node: CompiledNode, attempt: int) -> AbstractContextManager[Any]:
+        """One span per block attempt (a child of the run's span)."""
+        return self.engine.span(
+            f"workflow.block {node.spec.type}",
+            **{"workflow.run_id": self.run_id, "workflow.node_id": node.id,
+               "workflow.block": node.spec.type, "workflow.attempt": attempt},
+        )  # fmt: skip
 
     async def _superstep(self, ready: list[Ready]) -> None:
         """Start every ready step in topological order (stable step ids), then settle them."""
@@ -159,9 +169,10 @@ class RunExecution:
         for attempt in range(1, policy.attempts + 1):
             try:
                 async with asyncio.timeout(node.spec.timeout_seconds):
-                    result = await node.block.run(
-                        self.engine.context(self, node, attempt), node.config, inputs
-                    )
+                    with self._block_span(node, attempt):
+                        result = await node.block.run(
+                            self.engine.context(self, node, attempt), node.config, inputs
+                        )
             except TimeoutError:
                 error = f"timed out after {node.spec.timeout_seconds:g} s"
             except Exception as exc:  # noqa: BLE001 - every failure is retried, then recorded
@@ -244,6 +255,7 @@ class RunExecution:
         settled = settle_failure(node, error)
         if settled is None:
             self.recorder.node(record)
+            self.engine.block_finished(record)
             raise RunFailedError(f"node {node.id!r} failed: {error}")
         record.outputs = settled.outputs
         self._settle(node, settled, record)
@@ -252,6 +264,7 @@ class RunExecution:
         record.handles = list(settled.handles)
         self.walk_state.settle(node.id, settled)
         self.recorder.node(record)
+        self.engine.block_finished(record)
 
     # -- engine blocks ------------------------------------------------------------------
 
@@ -259,18 +272,10 @@ class RunExecution:
         node = item.node
         started = _now()
         try:
-            handles: tuple[str, ...] | None
-            if node.spec.type == "approval":
-                outputs, handles = await self._approval(item)
-            elif node.spec.type == "subworkflow":
-                outputs, handles = await self._subworkflow(item)
-            elif node.spec.type == "map":
-                outputs, handles = await self._map(item)
-            elif node.spec.type == "loop":
-                outputs, handles = await self._loop(item)
-            else:
-                msg = f"no engine implementation for block {node.spec.type!r}"
-                raise RuntimeError(msg)
+            # The span covers an approval's wait and the child runs (their run spans are
+            # its children when they run in this process).
+            with self._block_span(node, 1):
+                outputs, handles = await self._engine_block(item)
         except BlockFailureError as exc:
             self._fail(node, item.inputs, str(exc), started, 1)
             return
@@ -286,6 +291,19 @@ class RunExecution:
             attempts=1,
         )
         self._settle(node, settle_success(node, outputs, handles), record)
+
+    async def _engine_block(self, item: Ready) -> tuple[dict[str, Any], tuple[str, ...] | None]:
+        kind = item.node.spec.type
+        if kind == "approval":
+            return await self._approval(item)
+        if kind == "subworkflow":
+            return await self._subworkflow(item)
+        if kind == "map":
+            return await self._map(item)
+        if kind == "loop":
+            return await self._loop(item)
+        msg = f"no engine implementation for block {kind!r}"
+        raise RuntimeError(msg)
 
     async def _approval(self, item: Ready) -> tuple[dict[str, Any], tuple[str, ...]]:
         node = item.node

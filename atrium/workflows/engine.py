@@ -11,21 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-from dbos import DBOS, DBOSConfig, DBOSConfiguredInstance, SetWorkflowID, WorkflowHandleAsync
+from dbos import DBOS, DBOSConfiguredInstance, SetWorkflowID, WorkflowHandleAsync
 from dbos import error as dbos_errors
-from sqlalchemy import event
 
 from atrium.bus.base import Event
-from atrium.bus.events import WorkflowRunFinished
+from atrium.bus.events import WorkflowBlockFinished, WorkflowRunFinished, WorkflowRunStarted
+from atrium.core.durable import DbosProcess, forget_instance
 from atrium.core.errors import AtriumError, ConflictError, InvalidRequestError
+from atrium.core.spans import SpanFactory, no_span
+from atrium.observability.metrics import WorkflowMetrics
+from atrium.observability.propagation import current_traceparent
 from atrium.workflows._execution import (
     APPROVAL_TOPIC,
     BlockFailureError,
@@ -38,6 +39,7 @@ from atrium.workflows.graph import CompiledNode, CompiledWorkflow, compile_workf
 from atrium.workflows.recorder import RunRecorder
 from atrium.workflows.records import (
     NewRun,
+    NodeRecord,
     NodeStatus,
     RunOutcome,
     RunRecord,
@@ -69,74 +71,6 @@ class EngineConfig:
     flush_seconds: float = 0.1
 
 
-class DbosProcess:
-    """DBOS's process-wide lifecycle: launched by the first engine, destroyed by the last."""
-
-    _lock = threading.Lock()
-    _users = 0
-    _url: str | None = None
-
-    @classmethod
-    def acquire(cls, config: EngineConfig) -> bool:
-        """Create DBOS for this process (or join the one on the same database); True: first."""
-        with cls._lock:
-            if cls._users and cls._url != config.system_database_url:
-                msg = "one process runs one workflow system database; it is already launched"
-                raise InvalidRequestError(msg, param="workflows.system_database_url")
-            if cls._users == 0:
-                DBOS(config=_dbos_config(config))
-                cls._url = config.system_database_url
-            cls._users += 1
-            return cls._users == 1
-
-    @classmethod
-    def launch(cls) -> None:
-        """Launch once the engine has bound itself (recovery needs the binding)."""
-        with cls._lock:
-            DBOS.launch()
-
-    @classmethod
-    def release(cls) -> None:
-        """Drop one user; the last one destroys DBOS (keeping the decorated functions)."""
-        with cls._lock:
-            cls._users -= 1
-            if cls._users == 0:
-                DBOS.destroy(destroy_registry=False)
-                cls._url = None
-
-
-def _dbos_config(config: EngineConfig) -> DBOSConfig:
-    url = config.system_database_url
-    out = DBOSConfig(
-        name="atrium",
-        system_database_url=url,
-        executor_id=config.executor_id,
-        log_level="WARNING",
-    )
-    if url.startswith("sqlite"):
-        # One connection: SQLite has one writer at a time, and threads queueing for the
-        # pool's connection wake the moment it is free, where threads racing for the
-        # database's write lock back off in sleeps (parallel steps: 3.6 -> 2.3 ms a block).
-        engine = sa.create_engine(
-            url,
-            connect_args={"check_same_thread": False},
-            pool_size=1,
-            max_overflow=0,
-            pool_timeout=300,
-        )
-
-        @event.listens_for(engine, "connect")
-        def _wal(dbapi_conn: Any, _: Any) -> None:
-            # WAL: readers never block the writer, and a commit is one fsync-free append
-            # (synchronous=NORMAL keeps it durable across a process crash).
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
-            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-            dbapi_conn.execute("PRAGMA busy_timeout=30000")
-
-        out["system_database_engine"] = engine
-    return out
-
-
 @DBOS.dbos_class()
 class EngineBinding(DBOSConfiguredInstance):
     """DBOS's handle on one engine: the durable workflow function lives here."""
@@ -147,23 +81,19 @@ class EngineBinding(DBOSConfiguredInstance):
 
     @DBOS.workflow(name="atrium.workflow_run")
     async def execute(
-        self, run_id: str, version_id: str, inputs: dict[str, Any], key_id: str
+        self,
+        run_id: str,
+        version_id: str,
+        inputs: dict[str, Any],
+        key_id: str,
+        trace: str | None = None,
     ) -> dict[str, Any]:
-        """One run: the deterministic walk, every side effect a step."""
-        return await self.engine.execute(run_id, version_id, inputs, key_id)
+        """One run: the deterministic walk, every side effect a step.
 
-
-def _unbind(binding: EngineBinding) -> None:
-    # DBOS has no public way to forget a configured instance; a later engine of the
-    # same name (a restarted platform in one process) must be able to bind again.
-    from dbos._dbos import _get_or_create_dbos_registry
-
-    registry = _get_or_create_dbos_registry()
-    key = f"{type(binding).__module__}.{type(binding).__qualname__}/{binding.config_name}"
-    for name in [
-        n for n, inst in registry.instance_info_map.items() if inst is binding or n == key
-    ]:
-        del registry.instance_info_map[name]
+        ``trace`` is the ``traceparent`` of the request that started the run (recorded
+        with the arguments, so a run recovered elsewhere still links back to it).
+        """
+        return await self.engine.execute(run_id, version_id, inputs, key_id, trace)
 
 
 class WorkflowEngine:
@@ -178,8 +108,12 @@ class WorkflowEngine:
         store: RunStore,
         recorder: RunRecorder,
         publish: Callable[[Event], object] | None = None,
+        span: SpanFactory = no_span,
+        metrics: WorkflowMetrics | None = None,
     ) -> None:
         self._publish = publish
+        self._metrics = metrics
+        self.span = span  # one span per run and per block (Tracing.span when tracing is on)
         self._config = config
         self._registry = registry
         self._services = services
@@ -216,9 +150,15 @@ class WorkflowEngine:
         """Where block records and live events go."""
         return self._recorder
 
-    async def start(self) -> None:
-        """Bind to DBOS and launch it (recovering this executor's unfinished runs)."""
-        first = DbosProcess.acquire(self._config)
+    async def start(self, also_bind: Sequence[Callable[[], object]] = ()) -> None:
+        """Bind to DBOS and launch it (recovering this executor's unfinished runs).
+
+        ``also_bind`` registers other DBOS instances of this process (the release
+        pipeline) between DBOS's creation and its launch, so their runs recover too.
+        """
+        first = DbosProcess.acquire(self._config.system_database_url, self._config.executor_id)
+        for bind in also_bind:
+            bind()
         try:
             self._binding = EngineBinding(self, self._config.engine_name)
         except Exception:  # noqa: BLE001 - DBOS raises a bare Exception for a second instance
@@ -243,7 +183,7 @@ class WorkflowEngine:
         """Flush records, unbind, and let DBOS go when no engine needs it."""
         await self._recorder.close()
         if self._binding is not None:
-            _unbind(self._binding)
+            forget_instance(self._binding)
             self._binding = None
             await asyncio.to_thread(DbosProcess.release)
             # DBOS makes its own thread pool the loop's default executor, and shuts that
@@ -273,6 +213,7 @@ class WorkflowEngine:
         status = RunStatus.PENDING if enqueue else RunStatus.RUNNING
         await self._store.create_run(NewRun(**{**_fields(run), "inputs": inputs, "status": status}))
         binding = self._bound()
+        trace = current_traceparent()  # the run's span links to the request that started it
         with SetWorkflowID(run.id):
             if enqueue:
                 queue = DBOS.retrieve_queue(QUEUE_NAME)
@@ -280,11 +221,11 @@ class WorkflowEngine:
                     msg = f"the workflow queue {QUEUE_NAME!r} is not registered"
                     raise AtriumError(msg)
                 await queue.enqueue_async(
-                    binding.execute, run.id, run.version.version_id, inputs, run.key_id
+                    binding.execute, run.id, run.version.version_id, inputs, run.key_id, trace
                 )
             else:
                 self._local[run.id] = await DBOS.start_workflow_async(
-                    binding.execute, run.id, run.version.version_id, inputs, run.key_id
+                    binding.execute, run.id, run.version.version_id, inputs, run.key_id, trace
                 )
         return run.id
 
@@ -326,9 +267,10 @@ class WorkflowEngine:
         for child in await self._store.children(run_id):
             if not child.status.terminal:
                 await self.cancel(child.id)
-        await self._store.finish_run(
-            run_id, RunOutcome(RunStatus.CANCELLED, {}, "cancelled", record.tokens, record.cost_usd)
-        )
+        outcome = RunOutcome(RunStatus.CANCELLED, {}, "cancelled", record.tokens, record.cost_usd)
+        if await self._store.finish_run(run_id, outcome):
+            name, version = record.workflow_name, record.version
+            self._ended(_Finished(run_id, name, version, record.key_id, outcome, None))
 
     async def decide(
         self, run_id: str, node_id: str, *, approved: bool, approver: str, comment: str
@@ -393,15 +335,29 @@ class WorkflowEngine:
     # -- inside the durable workflow ----------------------------------------------------
 
     async def execute(
-        self, run_id: str, version_id: str, inputs: dict[str, Any], key_id: str
+        self,
+        run_id: str,
+        version_id: str,
+        inputs: dict[str, Any],
+        key_id: str,
+        trace: str | None = None,
     ) -> dict[str, Any]:
-        """The body of the durable workflow."""
+        """The body of the durable workflow; its span is linked to ``trace`` when given."""
         if version_id not in self._versions:
             self.compile(await self._store.version(version_id))
         version = self._versions[version_id]
         run = RunExecution(self, run_id, self._graphs[version_id], inputs, key_id)
+        self.announce(
+            WorkflowRunStarted(run_id=run_id, workflow=version.workflow_name,
+                               workflow_version=version.version, key_id=key_id)
+        )  # fmt: skip
+        started = time.monotonic()
         try:
-            outcome = await run.walk()
+            attributes = {"workflow.run_id": run_id, "workflow.name": version.workflow_name,
+                          "workflow.version": version.version}  # fmt: skip
+            links = (trace,) if trace else ()
+            with self.span("workflow.run", links=links, **attributes):
+                outcome = await run.walk()
         except dbos_errors.DBOSWorkflowCancelledError:
             raise
         except RunFailedError as failed:
@@ -410,7 +366,10 @@ class WorkflowEngine:
             log.exception("workflow run %s: engine error", run_id)
             reason = f"engine error: {type(exc).__name__}: {exc}"
             outcome = RunOutcome(RunStatus.FAILED, {}, reason, run.tokens, run.cost)
-        finished = _Finished(run_id, version.workflow_name, version.version, key_id, outcome)
+        seconds = time.monotonic() - started
+        finished = _Finished(
+            run_id, version.workflow_name, version.version, key_id, outcome, seconds
+        )
         await DBOS.run_step_async({"name": "finish"}, self._finish, finished)
         return {"status": outcome.status.value, "outputs": outcome.outputs, "error": outcome.error}
 
@@ -424,21 +383,52 @@ class WorkflowEngine:
             raise
         self._recorder.finished(run_id, outcome)
         self._local.pop(run_id, None)
-        if ended and self._publish is not None:
-            self._publish(
-                WorkflowRunFinished(
-                    run_id=run_id,
-                    workflow=finished.workflow,
-                    workflow_version=finished.version,
-                    status=outcome.status.value,
-                    key_id=finished.key_id,
-                    outputs=outcome.outputs,
-                    error=outcome.error,
-                    tokens=outcome.tokens,
-                    cost_usd=outcome.cost_usd,
-                )
-            )
+        if ended:
+            self._ended(finished)
         return ended
+
+    def _ended(self, finished: _Finished) -> None:
+        """A run's end was recorded: count it and announce it."""
+        outcome = finished.outcome
+        if self._metrics is not None:
+            self._metrics.run_finished(finished.workflow, outcome.status.value, finished.seconds)
+        self.announce(
+            WorkflowRunFinished(
+                run_id=finished.run_id,
+                workflow=finished.workflow,
+                workflow_version=finished.version,
+                status=outcome.status.value,
+                key_id=finished.key_id,
+                outputs=outcome.outputs,
+                error=outcome.error,
+                tokens=outcome.tokens,
+                cost_usd=outcome.cost_usd,
+            )
+        )
+
+    def announce(self, event: Event) -> None:
+        """Publish ``event`` without waiting (the run never waits on the bus)."""
+        if self._publish is not None:
+            self._publish(event)
+
+    def block_finished(self, record: NodeRecord) -> None:
+        """A block ended: announce it (status, timing, tokens; no inputs or outputs)."""
+        duration_ms = record.duration_ms
+        if self._metrics is not None and duration_ms is not None:
+            self._metrics.block_finished(record.block_type, record.status.value, duration_ms / 1000)
+        self.announce(
+            WorkflowBlockFinished(
+                run_id=record.run_id,
+                node_id=record.node_id,
+                block_type=record.block_type,
+                status=record.status.value,
+                attempts=record.attempts,
+                duration_ms=duration_ms,
+                tokens=record.tokens,
+                cost_usd=record.cost_usd,
+                error=record.error,
+            )
+        )
 
     def context(self, run: RunExecution, node: CompiledNode, attempt: int) -> BlockContext:
         """What a block sees of the run."""
@@ -486,6 +476,7 @@ class _Finished:
     version: int
     key_id: str
     outcome: RunOutcome
+    seconds: float | None = None  # the walk's wall time here; None for a cancelled run
 
 
 def _fields(run: NewRun) -> dict[str, Any]:

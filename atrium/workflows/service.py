@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import difflib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,24 @@ def new_run_id() -> str:
     return f"run_{uuid.uuid4().hex}"
 
 
+@dataclass(frozen=True, slots=True)
+class RunPage:
+    """One page of a run listing, and whether older runs follow it."""
+
+    runs: list[RunRecord]
+    has_more: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """OpenAI's list shape: ``data``, ``first_id``, ``last_id``, ``has_more``."""
+        return {
+            "object": "list",
+            "data": [r.as_dict() for r in self.runs],
+            "first_id": self.runs[0].id if self.runs else None,
+            "last_id": self.runs[-1].id if self.runs else None,
+            "has_more": self.has_more,
+        }
+
+
 class WorkflowService:
     """Saved workflows and their runs, over the repository and the durable engine."""
 
@@ -88,6 +106,13 @@ class WorkflowService:
         spec = parse_workflow(definition)
         compile_workflow(spec, self._engine.registry)
         return spec
+
+    def ports(self, block_type: str, config: Mapping[str, Any]) -> dict[str, Any]:
+        """A block's typed ports and control handles for a config (the builder's handles)."""
+        block = self._engine.registry.get(block_type)
+        if block is None:
+            raise NotFoundError(f"there is no block type {block_type!r}", param="type")
+        return block.ports(config)
 
     def problems(self, definition: Any) -> list[dict[str, Any]]:
         """Every problem of a definition (empty when valid), for the builder's live checks."""
@@ -256,10 +281,11 @@ class WorkflowService:
         limit: int,
         before: str | None,
         key_id: str | None = None,
-    ) -> list[RunRecord]:
-        """Runs, newest first (only ``key_id``'s when given)."""
-        runs = await self._repo.list_runs(workflow, status, limit, before, key_id=key_id)
-        return list(runs)
+    ) -> RunPage:
+        """A page of runs, newest first (only ``key_id``'s when given); ``before`` is the
+        id of the last run of the previous page (400 when there is no such run)."""
+        runs = await self._repo.list_runs(workflow, status, limit + 1, before, key_id=key_id)
+        return RunPage(runs[:limit], has_more=len(runs) > limit)
 
     async def artifact(self, run_id: str, name: str) -> tuple[bytes, str]:
         """A file a run produced."""

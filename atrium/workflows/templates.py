@@ -34,6 +34,7 @@ from atrium.workflows.triggers import ScheduleTrigger, TriggerService
 
 PLACEHOLDER: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TEMPLATE_DELIMITERS: Final = ("{{", "{%", "{#")
+_FRAME_BLOCKS: Final = frozenset({"start", "end"})
 Category = Literal["trading", "risk", "research", "operations"]
 ParameterValue = str | int | float | bool | list[str | int | float | bool]
 
@@ -107,6 +108,7 @@ class WorkflowTemplate:
             "title": self.meta.title,
             "description": self.meta.description,
             "category": self.meta.category,
+            "blocks": self.blocks(),
             "parameters": {
                 name: {
                     "description": p.description,
@@ -123,6 +125,12 @@ class WorkflowTemplate:
     def detail(self) -> dict[str, Any]:
         """The summary with the definition, placeholders as written."""
         return {**self.summary(), "definition": copy.deepcopy(self.workflow)}
+
+    def blocks(self) -> list[str]:
+        """The block types the workflow uses, in order of first use, without the start and
+        end every workflow has (what a gallery card shows)."""
+        types = (str(node.get("type", "")) for node in self.workflow.get("nodes", []))
+        return list(dict.fromkeys(t for t in types if t and t not in _FRAME_BLOCKS))
 
     def placeholders(self) -> set[str]:
         """Every parameter name the definition mentions."""

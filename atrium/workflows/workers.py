@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 log = logging.getLogger("atrium.workflows")
@@ -33,6 +34,21 @@ class WorkerDirectory(Protocol):
     async def claim_worker(self, executor_id: str, by: str, older_than: timedelta) -> bool:
         """Claim a silent worker; True for exactly one claimer."""
         ...
+
+    async def workers(self) -> Sequence[KnownWorker]:
+        """Every worker known, live or not."""
+        ...
+
+
+class KnownWorker(Protocol):
+    """What the directory knows of one worker."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def heartbeat_at(self) -> datetime: ...
+    @property
+    def taken_over_by(self) -> str | None: ...
 
 
 class RunTakeover(Protocol):
@@ -80,6 +96,15 @@ class WorkerMonitor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def live(self) -> dict[str, int]:
+        """Workers with a fresh heartbeat by role; a role whose workers all went silent is 0."""
+        fresh_after = datetime.now(UTC) - self._stale
+        counts: dict[str, int] = {}
+        for worker in await self._directory.workers():
+            alive = worker.taken_over_by is None and worker.heartbeat_at >= fresh_after
+            counts[worker.role] = counts.get(worker.role, 0) + int(alive)
+        return counts
 
     async def tick(self) -> list[str]:
         """One heartbeat and one takeover pass; the runs resumed."""

@@ -286,6 +286,29 @@ def test_delete_removes_the_knowledge_base(server: RemoteAtriumServer) -> None:
     failed(atrium(server, "kb", "show", "scratch"), "404")
 
 
+def test_a_failed_upload_and_a_source_can_be_removed(
+    server: RemoteAtriumServer, tmp_path: Path
+) -> None:
+    (tmp_path / "hours.txt").write_text(HOURS)
+    (tmp_path / "broken.txt").write_bytes(BINARY)
+    ok(atrium(server, "kb", "create", "cleanup"))
+    atrium(server, "kb", "ingest", str(tmp_path), "--kb", "cleanup")  # exits 1: one failed
+    assert documents(server, "cleanup")["broken.txt"]["status"] == "failed"
+
+    refused = atrium(server, "kb", "delete-document", "cleanup", "broken.txt")  # asks
+    deleted = ok(atrium(server, "kb", "delete-document", "cleanup", "broken.txt", "--yes"))
+    missing = atrium(server, "kb", "delete-document", "cleanup", "broken.txt", "--yes")
+
+    assert refused.returncode == 1
+    assert "deleted document broken.txt (failed)" in deleted
+    failed(missing, "no document 'broken.txt'")
+    assert set(documents(server, "cleanup")) == {"hours.txt"}
+
+    ok(atrium(server, "kb", "delete-source", "cleanup", "uploads", "--yes"))
+    assert documents(server, "cleanup") == {}
+    failed(atrium(server, "kb", "delete-source", "cleanup", "nowhere", "--yes"), "404")
+
+
 def test_the_readme_example_runs(server: RemoteAtriumServer, tmp_path: Path) -> None:
     section = README.read_text().split("## Knowledge bases (RAG)", 1)[1].split("\n## ", 1)[0]
     script = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)[0]

@@ -138,6 +138,7 @@ def test_the_cache_guardrails_and_prices_example_loads(tmp_path: Path) -> None:
     config.write_text(example)
     settings = load_settings(config)
     assert settings.cache.backend == "redis"
+    assert settings.cache.semantic.enabled
     assert settings.guardrails.blocked_terms == ["project falcon"]
     assert settings.prices["qwen-v1"].cost(1_000_000, 1_000_000) == 0.8
     assert settings.limits.models["qwen-v1"].max_parallel == 32
@@ -157,3 +158,17 @@ def test_the_workflow_example_runs(server: RemoteAtriumServer) -> None:
     assert "succeeded" in ran
     assert '"large": true' in ran
     assert "name: large-trade-check" in outputs[4]
+
+
+def test_the_releases_example_loads(tmp_path: Path) -> None:
+    from atrium.releases.system import gate_runner, parse_policies, parse_watchers
+
+    example = next(b for b in _blocks("yaml") if "releases:" in b)
+    config = tmp_path / "atrium.yaml"
+    config.write_text(example)
+    settings = load_settings(config)
+    policy = parse_policies(settings.releases.policies)["smollm2"]
+    assert policy.public_name == "smol"
+    assert policy.canary.weights() == [5, 25, 50, 100]
+    assert [w.name for w in parse_watchers(settings.releases)] == ["drops"]
+    assert gate_runner(settings.releases) is not None  # the suite's datasets load

@@ -8,7 +8,7 @@ schema is emptied after every test that asks for ``empty_postgres_url``.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from atrium.store import Database
+from tests.integration.azurite import Azurite, running_azurite
+from tests.integration.moto_s3 import MotoS3, running_moto
 
 PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 
@@ -68,3 +70,19 @@ async def database(database_url: str) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A real S3 API (moto) on loopback with the buckets ``atrium-kb`` and ``atrium-releases``."""
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with running_moto(("atrium-kb", "atrium-releases"), log) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """A real Azure Blob API (Azurite) on loopback with the container ``atrium-docs``."""
+    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
+    with running_azurite(("atrium-docs",), log) as server:
+        yield server

@@ -32,7 +32,11 @@ from atrium.rag.connectors.files import (
     UnsafeFilenameError,
     safe_upload_path,
 )
-from atrium.rag.connectors.fsspec_source import FsspecConnector, FsspecSource
+from atrium.rag.connectors.fsspec_source import (
+    FsspecConnector,
+    FsspecSource,
+    ObjectStoreConnector,
+)
 from atrium.rag.connectors.http import (
     CursorPagination,
     HttpConnector,
@@ -97,6 +101,7 @@ __all__ = [
     "InvalidSourceError",
     "NextLinkPagination",
     "NoPagination",
+    "ObjectStoreConnector",
     "PageNumberPagination",
     "SecretGetter",
     "SourceSpec",

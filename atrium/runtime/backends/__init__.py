@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import httpx
-
 from atrium.core.settings import (
     AnthropicModel,
     GeminiModel,
@@ -16,9 +12,10 @@ from atrium.core.settings import (
 )
 from atrium.runtime.backends.llamacpp import LlamaCppBackend
 from atrium.runtime.backends.onnx_embedding import OnnxEmbeddingBackend
-from atrium.runtime.backends.openai_compat import OpenAICompatBackend, build_client
+from atrium.runtime.backends.openai_compat import OpenAICompatBackend
 from atrium.runtime.base import ModelBackend
 from atrium.runtime.catalog import BackendFactory
+from atrium.runtime.credentials import SecretReader, StoredCredential
 from atrium.runtime.routing import Replica, ReplicaSet, RoutingObserver
 
 __all__ = [
@@ -27,8 +24,6 @@ __all__ = [
     "OpenAICompatBackend",
     "default_factories",
 ]
-
-ClientFactory = Callable[[OpenAICompatModel, str], httpx.AsyncClient]
 
 
 def _llamacpp(name: str, spec: ModelSpec) -> ModelBackend:
@@ -41,39 +36,54 @@ def _onnx_embedding(name: str, spec: ModelSpec) -> ModelBackend:
     return OnnxEmbeddingBackend(name, spec)
 
 
-# The provider SDKs take about a second and a half to import; only processes that
-# serve such a model pay for it.
-def _anthropic(name: str, spec: ModelSpec) -> ModelBackend:
-    from atrium.runtime.backends.anthropic import AnthropicBackend
-
-    assert isinstance(spec, AnthropicModel)
-    return AnthropicBackend(name, spec)
-
-
-def _gemini(name: str, spec: ModelSpec) -> ModelBackend:
-    from atrium.runtime.backends.gemini import GeminiBackend
-
-    assert isinstance(spec, GeminiModel)
-    return GeminiBackend(name, spec)
-
-
 def default_factories(
-    client_factory: ClientFactory | None = None, observer: RoutingObserver | None = None
+    *,
+    observer: RoutingObserver | None = None,
+    secrets: SecretReader | None = None,
+    credential_refresh_s: float = 60.0,
 ) -> dict[str, BackendFactory]:
     """One factory per backend kind.
 
-    ``client_factory`` lets tests hand the upstream backends a client over any
-    transport (the transport is the seam, never a patch).
+    ``secrets`` resolves the models' ``api_key_secret`` at use, each value kept
+    ``credential_refresh_s`` seconds. Tests reach the upstream backends through a real
+    server on loopback (their ``base_url``), not an injected transport.
     """
-    make_client = client_factory or build_client
+
+    def credential(name: str, secret: str | None) -> StoredCredential | None:
+        if secret is None:
+            return None
+        if secrets is None:
+            msg = f"model {name!r} names api_key_secret {secret!r} but no secret store is wired"
+            raise ValueError(msg)
+        return StoredCredential(secret, secrets, model=name, refresh_s=credential_refresh_s)
+
+    # The provider SDKs take about a second and a half to import; only processes that
+    # serve such a model pay for it.
+    def anthropic(name: str, spec: ModelSpec) -> ModelBackend:
+        from atrium.runtime.backends.anthropic import AnthropicBackend
+
+        assert isinstance(spec, AnthropicModel)
+        return AnthropicBackend(name, spec, credential=credential(name, spec.api_key_secret))
+
+    def gemini(name: str, spec: ModelSpec) -> ModelBackend:
+        from atrium.runtime.backends.gemini import GeminiBackend
+
+        assert isinstance(spec, GeminiModel)
+        return GeminiBackend(name, spec, credential=credential(name, spec.api_key_secret))
 
     def openai_compat(name: str, spec: ModelSpec) -> ModelBackend:
         assert isinstance(spec, OpenAICompatModel)
         weights = spec.replica_weights or [1.0] * len(spec.base_urls)
+        shared_key = credential(name, spec.api_key_secret)  # one read for all replicas
         replicas = [
             Replica(
                 f"{name}@{url.host}:{url.port}",
-                OpenAICompatBackend(name, spec, make_client(spec, str(url))),
+                OpenAICompatBackend(
+                    name,
+                    spec,
+                    base_url=str(url),
+                    credential=shared_key,
+                ),
                 weight,
             )
             for url, weight in zip(spec.base_urls, weights, strict=True)
@@ -91,6 +101,6 @@ def default_factories(
         "llamacpp": _llamacpp,
         "onnx_embedding": _onnx_embedding,
         "openai_compat": openai_compat,
-        "anthropic": _anthropic,
-        "gemini": _gemini,
+        "anthropic": anthropic,
+        "gemini": gemini,
     }

@@ -35,6 +35,7 @@ from atrium.core.errors import (
     UpstreamTimeoutError,
 )
 from atrium.core.settings import AnthropicModel
+from atrium.observability.propagation import traceparent_headers
 from atrium.runtime.backends._translate import (
     Answer,
     ChunkWriter,
@@ -57,6 +58,7 @@ from atrium.runtime.backends._translate import (
     tool_choice_of,
 )
 from atrium.runtime.base import BackendBase, Capability, Health, StreamEvent
+from atrium.runtime.credentials import StoredCredential
 from atrium.runtime.schema import JSON, ChatCompletionRequest, ChatMessage, Usage
 
 PROVIDER = "anthropic"
@@ -79,7 +81,8 @@ _TURN_ROLES = {"user": "user", "tool": "user", "assistant": "assistant"}
 def build_client(spec: AnthropicModel) -> anthropic.AsyncAnthropic:
     """The SDK client for one model's settings (retries are the gateway's job)."""
     return anthropic.AsyncAnthropic(
-        api_key=spec.api_key.get_secret_value(),
+        # None with an api_key_secret: the key is read at use and set per client copy.
+        api_key=spec.api_key.get_secret_value() if spec.api_key else None,
         base_url=str(spec.base_url) if spec.base_url else None,
         timeout=spec.timeout_seconds,
         max_retries=spec.max_retries,
@@ -92,13 +95,30 @@ class AnthropicBackend(BackendBase):
     capabilities = frozenset({Capability.CHAT, Capability.TOOLS})
 
     def __init__(
-        self, name: str, spec: AnthropicModel, client: anthropic.AsyncAnthropic | None = None
+        self,
+        name: str,
+        spec: AnthropicModel,
+        client: anthropic.AsyncAnthropic | None = None,
+        *,
+        credential: StoredCredential | None = None,
     ) -> None:
         self.name = name
         self._spec = spec
         self.completion_estimate = spec.completion_estimate
         self._client = client or build_client(spec)
+        self._credential = credential
+        self._credential_value: str | None = None
         self._closed = False
+
+    async def _current_client(self) -> anthropic.AsyncAnthropic:
+        """The client, carrying the stored secret's current value when the key is one."""
+        if self._credential is not None:
+            value = await self._credential.value()
+            if value != self._credential_value:
+                # A copy that shares the connection pool; calls in flight keep the old one.
+                self._client = self._client.with_options(api_key=value)
+                self._credential_value = value
+        return self._client
 
     async def close(self) -> None:
         """Close the SDK's connection pool."""
@@ -113,7 +133,8 @@ class AnthropicBackend(BackendBase):
         """One ``messages.create`` call, answered as a ``chat.completion``."""
         params = request_params(request, self._spec)
         try:
-            message = await self._client.messages.create(**params)
+            client = await self._current_client()
+            message = await client.messages.create(**params, extra_headers=traceparent_headers())
         except anthropic.AnthropicError as exc:
             raise _error(exc) from exc
         return chat_completion(self.name, _answer(message))
@@ -123,7 +144,10 @@ class AnthropicBackend(BackendBase):
         params = request_params(request, self._spec)
         translator = _StreamTranslator(self.name)
         try:
-            stream = await self._client.messages.create(**params, stream=True)
+            client = await self._current_client()
+            stream = await client.messages.create(
+                **params, stream=True, extra_headers=traceparent_headers()
+            )
             async with stream:
                 async for event in stream:
                     for chunk in translator.see(event):

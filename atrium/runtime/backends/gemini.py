@@ -24,6 +24,7 @@ from google.genai import types
 
 from atrium.core.errors import AtriumError, InvalidRequestError, UpstreamError, UpstreamTimeoutError
 from atrium.core.settings import GeminiModel
+from atrium.observability.propagation import traceparent_headers
 from atrium.runtime.backends._translate import (
     Answer,
     ChunkWriter,
@@ -46,6 +47,7 @@ from atrium.runtime.backends._translate import (
     tool_choice_of,
 )
 from atrium.runtime.base import BackendBase, Capability, Health, StreamEvent
+from atrium.runtime.credentials import StoredCredential
 from atrium.runtime.schema import JSON, ChatCompletionRequest, ChatMessage, Usage
 
 PROVIDER = "gemini"
@@ -93,7 +95,9 @@ def build_http_client(spec: GeminiModel) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=httpx.Timeout(spec.timeout_seconds))
 
 
-def build_client(spec: GeminiModel, http: httpx.AsyncClient) -> genai.Client:
+def build_client(
+    spec: GeminiModel, http: httpx.AsyncClient, api_key: str | None = None
+) -> genai.Client:
     """The SDK client for one model's settings, sending through ``http``.
 
     An injected httpx client keeps the SDK off its own aiohttp session (a subclass
@@ -108,7 +112,7 @@ def build_client(spec: GeminiModel, http: httpx.AsyncClient) -> genai.Client:
     )
     return genai.Client(
         vertexai=spec.vertexai,
-        api_key=spec.api_key.get_secret_value() if spec.api_key else None,
+        api_key=api_key or (spec.api_key.get_secret_value() if spec.api_key else None),
         project=spec.project,
         location=spec.location,
         http_options=options,
@@ -120,20 +124,43 @@ class GeminiBackend(BackendBase):
 
     capabilities = frozenset({Capability.CHAT, Capability.TOOLS})
 
-    def __init__(self, name: str, spec: GeminiModel, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: GeminiModel,
+        http: httpx.AsyncClient | None = None,
+        *,
+        credential: StoredCredential | None = None,
+    ) -> None:
         self.name = name
         self._spec = spec
         self.completion_estimate = spec.completion_estimate
         self._http = http or build_http_client(spec)
-        self._client = build_client(spec, self._http)
+        # With a stored key the client is made at the first call: the SDK wants a key.
+        self._client = None if credential is not None else build_client(spec, self._http)
+        self._credential = credential
+        self._credential_value: str | None = None
         self._closed = False
+
+    async def _current_client(self) -> genai.Client:
+        """The client, rebuilt when the stored secret holding its key has changed."""
+        if self._credential is not None:
+            value = await self._credential.value()
+            if value != self._credential_value or self._client is None:
+                # Over the same httpx client (the connection pool); the old SDK client
+                # holds nothing else worth closing while calls may still use it.
+                self._client = build_client(self._spec, self._http, api_key=value)
+                self._credential_value = value
+        assert self._client is not None
+        return self._client
 
     async def close(self) -> None:
         """Close the HTTP client and the SDK's own (unused) ones."""
         self._closed = True
         await self._http.aclose()
-        await self._client.aio.aclose()
-        self._client.close()
+        if self._client is not None:
+            await self._client.aio.aclose()
+            self._client.close()
 
     async def health(self) -> Health:
         """Ready while the client is open; no call is made."""
@@ -142,8 +169,10 @@ class GeminiBackend(BackendBase):
     async def chat(self, request: ChatCompletionRequest) -> JSON:
         """One ``generate_content`` call, answered as a ``chat.completion``."""
         contents, config = request_params(request)
+        _pass_trace(config)
         try:
-            response = await self._client.aio.models.generate_content(
+            client = await self._current_client()
+            response = await client.aio.models.generate_content(
                 model=self._spec.model, contents=contents, config=config
             )
         except _SDK_ERRORS as exc:
@@ -157,9 +186,11 @@ class GeminiBackend(BackendBase):
         Gemini has answered: errors up to then stay plain HTTP errors.
         """
         contents, config = request_params(request)
+        _pass_trace(config)
         translator = _StreamTranslator(self.name)
         try:
-            stream = await self._client.aio.models.generate_content_stream(
+            client = await self._current_client()
+            stream = await client.aio.models.generate_content_stream(
                 model=self._spec.model, contents=contents, config=config
             )
             try:
@@ -176,6 +207,13 @@ class GeminiBackend(BackendBase):
 
 
 # -- requests -------------------------------------------------------------------------
+
+
+def _pass_trace(config: types.GenerateContentConfig) -> None:
+    """Send the current span's ``traceparent`` with this request (none outside a span)."""
+    headers = traceparent_headers()
+    if headers is not None:
+        config.http_options = types.HttpOptions(headers=headers)
 
 
 def request_params(

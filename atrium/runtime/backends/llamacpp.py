@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import threading
@@ -237,14 +238,22 @@ class LlamaCppBackend(BackendBase):
     ) -> AsyncIterator[StreamEvent]:
         # One id and one creation time for the whole answer, whatever n is.
         head: JSON = {}
-        async for item in self.pool.stream(_counted_stream(generate)):
-            if isinstance(item, _Generated):
-                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=item.tokens)
-                final = {**head, "object": chunk_object, "choices": [], "usage": usage.to_openai()}
-                yield StreamEvent(orjson.dumps(final), usage, usage_only=True)
-                return
-            head = head or {"id": item["id"], "created": item["created"], "model": self.name}
-            yield StreamEvent(orjson.dumps({**item, **head}))
+        # Closed on the way out (a client that left, the last event), not when collected:
+        # the worker thread is told to stop at once and the replica returns to the pool.
+        async with contextlib.aclosing(self.pool.stream(_counted_stream(generate))) as items:
+            async for item in items:
+                if isinstance(item, _Generated):
+                    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=item.tokens)
+                    final = {
+                        **head,
+                        "object": chunk_object,
+                        "choices": [],
+                        "usage": usage.to_openai(),
+                    }
+                    yield StreamEvent(orjson.dumps(final), usage, usage_only=True)
+                    return
+                head = head or {"id": item["id"], "created": item["created"], "model": self.name}
+                yield StreamEvent(orjson.dumps({**item, **head}))
 
 
 class CountingLlama(Llama):

@@ -50,6 +50,11 @@ class OnnxEmbeddingBackend(BackendBase):
         workers = [self._embedder] * self._spec.workers
         self._pool = WorkerPool(self.name, workers, _QUEUE_LIMIT)
 
+    @property
+    def parallel_calls(self) -> int:
+        """Embedding calls run at once (one per worker); more wait in the queue."""
+        return self._spec.workers
+
     async def close(self) -> None:
         """Stop the worker thread."""
         if self._pool is not None:

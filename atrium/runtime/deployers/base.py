@@ -65,6 +65,9 @@ class Deployment(BaseModel):
 class Deployer(Protocol):
     """Runs deployments' replicas somewhere and keeps them at the asked-for count."""
 
+    def allocate(self, spec: DeploymentSpec) -> Allocation:
+        """The pool ``spec`` would be placed on (400 saying why when none can hold it)."""
+
     async def deploy(self, spec: DeploymentSpec) -> Deployment:
         """Place and start a deployment; returns once its initial replicas are ready."""
 

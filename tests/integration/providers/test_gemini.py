@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from atrium.core.errors import (
     InvalidRequestError,
@@ -16,6 +17,8 @@ from atrium.core.errors import (
     UpstreamStatusError,
     UpstreamTimeoutError,
 )
+from atrium.observability.config import TracingSettings
+from atrium.observability.tracing import Tracing
 from atrium.runtime.backends import default_factories
 from atrium.runtime.backends.gemini import GeminiBackend
 from atrium.runtime.base import StreamEvent
@@ -564,3 +567,24 @@ async def test_health_and_close(gemini_server: tuple[FakeGemini, str]) -> None:
     assert (await backend.health()).ready
     await backend.close()
     assert not (await backend.health()).ready
+
+
+async def test_the_current_spans_traceparent_goes_to_the_api(
+    gemini: GeminiBackend, gemini_api: FakeGemini
+) -> None:
+    tracing = Tracing(TracingSettings(enabled=True), exporter=InMemorySpanExporter())
+    gemini_api.will(Reply(text="one"), Reply(text="two"), Reply(text="three"))
+    try:
+        with tracing.span("call") as span:
+            await gemini.chat(chat())
+            [_ async for _ in gemini.chat_stream(chat(stream=True))]
+            ids = span.get_span_context()
+        await gemini.chat(chat())  # outside any span: nothing to pass on
+    finally:
+        tracing.shutdown()
+    expected = f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
+    sent = gemini_api.requests
+    assert [r.headers.get("traceparent") for r in sent] == [expected, expected, None]
+    # The per-request options add a header and change nothing else (key, address).
+    assert {r.headers["x-goog-api-key"] for r in sent} == {GEMINI_KEY}
+    assert sent[1].path.endswith(":streamGenerateContent")

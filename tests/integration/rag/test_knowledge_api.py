@@ -355,6 +355,33 @@ async def test_feedback_moves_confirmed_chunks_up_for_similar_queries(running: R
     assert missing.status_code == 404
 
 
+async def test_administrators_read_the_feedback_with_its_question(running: Running) -> None:
+    await _kb(running, "rated")
+    await _upload(running.admin, "rated", "a.txt", b"Nickel prices rose in March.")
+    asked = await running.admin.post("/v1/knowledge-bases/rated/search", json={"query": "nickel"})
+    query_id = asked.json()["query_id"]
+    for rating, comment in (("up", None), ("down", "It missed the April figure.")):
+        given = await running.admin.post(
+            "/v1/knowledge-bases/rated/feedback",
+            json={"query_id": query_id, "rating": rating, "comment": comment},
+        )
+        assert given.status_code == 201, given.text
+    listed = await running.admin.get("/v1/knowledge-bases/rated/feedback", params={"limit": 5})
+    assert listed.status_code == 200, listed.text
+    newest, oldest = listed.json()["data"]
+    assert (newest["rating"], newest["comment"]) == ("down", "It missed the April figure.")
+    assert (oldest["rating"], oldest["comment"]) == ("up", None)
+    assert newest["query"] == "nickel"
+    assert newest["query_id"] == query_id
+
+    reader = await running.key()
+    assert (await reader.get("/v1/knowledge-bases/rated/feedback")).status_code == 403
+    await reader.aclose()
+    bad = await running.admin.get("/v1/knowledge-bases/rated/feedback", params={"limit": 0})
+    assert bad.status_code == 400
+    assert (await running.admin.get("/v1/knowledge-bases/nope/feedback")).status_code == 404
+
+
 async def test_deleting_a_knowledge_base_removes_its_chunks(running: Running) -> None:
     kb = await _kb(running, "doomed")
     await _upload(running.admin, "doomed", "energy.txt", ENERGY.encode())
@@ -408,6 +435,9 @@ async def test_a_knowledge_base_answers_as_a_chat_model_with_citations(running: 
     )
     chunks = [chunk async for chunk in stream]
     assert (chunks[0].model_extra or {})["citations"][0]["title"] == "energy.txt"
+    [passage] = (chunks[0].model_extra or {})["context"]
+    assert passage["number"] == 1
+    assert "Brent" in passage["text"]  # the whole passage, for the UI to open
     assert {chunk.model for chunk in chunks} == {"rag/chatty"}
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 

@@ -195,6 +195,54 @@ async def test_keys_see_only_their_own_runs(running: Running) -> None:
     ]
 
 
+async def test_runs_page_by_cursor_with_a_400_for_a_bad_one(running: Running) -> None:
+    admin = running.admin
+    await _publish(admin, {**DOUBLER, "name": "paged"})
+    started: list[str] = []
+    for x in range(5):
+        run = await admin.post("/v1/workflows/paged/runs", json={"inputs": {"x": x}})
+        started.append(run.json()["id"])
+    seen: list[str] = []
+    pages: list[dict[str, Any]] = []
+    cursor: dict[str, Any] = {}
+    while True:
+        page = (
+            await admin.get(
+                "/v1/workflows/runs", params={"workflow": "paged", "limit": 2, **cursor}
+            )
+        ).json()
+        pages.append(page)
+        seen += [r["id"] for r in page["data"]]
+        assert page["first_id"] == page["data"][0]["id"]
+        assert page["last_id"] == page["data"][-1]["id"]
+        if not page["has_more"]:
+            break
+        cursor = {"before": page["last_id"]}
+    assert [len(p["data"]) for p in pages] == [2, 2, 1]
+    assert seen == started[::-1]  # newest first, each run once
+
+    exact = (await admin.get("/v1/workflows/runs", params={"workflow": "paged", "limit": 5})).json()
+    assert (len(exact["data"]), exact["has_more"]) == (5, False)
+    past_the_end = await admin.get(
+        "/v1/workflows/runs", params={"workflow": "paged", "before": started[0]}
+    )
+    assert past_the_end.json() == {
+        "object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False
+    }  # fmt: skip
+
+    for bad in ("run_does_not_exist", "", "x" * 65):
+        resp = await admin.get("/v1/workflows/runs", params={"before": bad})
+        assert resp.status_code == 400, (bad, resp.text)
+        error = resp.json()["error"]
+        assert error["type"] == "invalid_request_error"
+        assert error["param"] == "before"
+    # Another key's run is no cursor for a key that cannot see it.
+    user = await running.client_for_new_key()
+    foreign = await user.get("/v1/workflows/runs", params={"before": started[-1]})
+    assert foreign.status_code == 400
+    assert foreign.json()["error"]["param"] == "before"
+
+
 APPROVAL = {
     "name": "approve-me",
     "inputs": {"amount": {"type": "number"}},
@@ -480,3 +528,44 @@ async def test_a_workflow_that_triggers_itself_stops_after_a_bounded_chain(
     await asyncio.sleep(1)  # time for a chain that did not stop to go on
     runs = (await admin.get("/v1/workflows/runs", params={"workflow": "looper"})).json()["data"]
     assert len(runs) == expected
+
+
+async def test_a_blocks_ports_for_a_config(running: Running) -> None:
+    admin = running.admin
+    body = {
+        "type": "transform",
+        "config": {"expressions": {"total": "a"}, "output_types": {"total": "number"}},
+    }
+    ports = await admin.post("/v1/workflows/ports", json=body)
+    assert ports.status_code == 200, ports.text
+    assert ports.json()["outputs"]["total"]["type"] == "number"
+    assert ports.json()["controls"] == ["done", "error"]
+    branch = {"type": "condition", "config": {"expression": "x"}}
+    condition = (await admin.post("/v1/workflows/ports", json=branch)).json()
+    assert condition["controls"] == ["done", "error", "true", "false"]
+    unknown = await admin.post("/v1/workflows/ports", json={"type": "nope"})
+    assert unknown.status_code == 404
+    invalid = await admin.post("/v1/workflows/ports", json={"type": "transform", "config": {}})
+    assert invalid.status_code == 400
+    assert "expressions" in invalid.json()["error"]["message"]
+
+
+async def test_many_blocks_ports_at_once_with_an_error_per_block(running: Running) -> None:
+    blocks = [
+        {"type": "transform", "config": {"expressions": {"total": "a"}}},
+        {"type": "transform", "config": {}},
+        {"type": "nope"},
+        {"type": "condition", "config": {"expression": "x"}},
+    ]
+    answer = await running.admin.post("/v1/workflows/ports/batch", json={"blocks": blocks})
+    assert answer.status_code == 200, answer.text
+    good, invalid, unknown, branch = answer.json()["data"]
+    assert good["outputs"]["total"]["type"] == "any"
+    assert "expressions" in invalid["error"]["message"]
+    assert invalid["type"] == "transform"
+    assert unknown["error"]["param"] == "type"
+    assert branch["controls"] == ["done", "error", "true", "false"]
+    too_many = {"blocks": [{"type": "start"}] * 501}
+    refused = await running.admin.post("/v1/workflows/ports/batch", json=too_many)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["type"] == "invalid_request_error"

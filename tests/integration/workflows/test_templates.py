@@ -276,6 +276,11 @@ async def test_the_catalogue_and_instantiation_over_the_api(running: Running) ->
     assert {"document-qa", "risk-alert-triage", "daily-report"} <= set(by_id)
     assert by_id["document-qa"]["parameters"]["knowledge_base"]["default"] == "docs"
     assert by_id["daily-report"]["schedule"]["cron"] == "0 7 * * 1-5"
+    # What a gallery card shows: the blocks each template uses (not start and end).
+    assert by_id["document-qa"]["blocks"] == ["retrieve", "llm"]
+    for template in by_id.values():
+        assert template["blocks"], template["id"]
+        assert not {"start", "end"} & set(template["blocks"])
     detail = (await user.get("/v1/workflows/templates/document-qa")).json()
     assert detail["definition"]["nodes"][1]["config"]["knowledge_base"] == "${knowledge_base}"
     assert (await user.get("/v1/workflows/templates/nope")).status_code == 404

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from atrium.bus import Event, EventBus, InProcessEventBus, RequestCompleted
+from atrium.bus import Event, EventBus, InProcessEventBus, RequestCompleted, replica_group
+from atrium.bus.admin import BusAdmin, DeadLetter
+from atrium.core.errors import InvalidRequestError, NotFoundError
 
 TIMEOUT_S = 5.0
+TOPIC = RequestCompleted.type
 
 
 def completed(n: int = 0) -> RequestCompleted:
@@ -54,6 +59,7 @@ async def bus() -> AsyncIterator[InProcessEventBus]:
 
 def test_implements_protocol(bus: InProcessEventBus) -> None:
     assert isinstance(bus, EventBus)
+    assert isinstance(bus, BusAdmin)
 
 
 async def test_round_trip_keeps_every_field(bus: InProcessEventBus) -> None:
@@ -137,8 +143,8 @@ async def test_failed_handler_is_retried_then_succeeds(bus: InProcessEventBus) -
     assert attempts == [sent.id, sent.id]
 
 
-async def test_always_failing_event_is_dropped_after_bounded_attempts(
-    bus: InProcessEventBus, caplog: pytest.LogCaptureFixture
+async def test_always_failing_event_is_dead_lettered_after_bounded_attempts(
+    bus: InProcessEventBus,
 ) -> None:
     attempts: list[str] = []
     later = asyncio.Event()
@@ -151,12 +157,117 @@ async def test_always_failing_event_is_dropped_after_bounded_attempts(
         later.set()
 
     await bus.subscribe(RequestCompleted, "audit", "c1", handler)
-    await bus.publish(poison)
+    poison_id = await bus.publish(poison)
     await bus.publish(good)
 
     await asyncio.wait_for(later.wait(), TIMEOUT_S)
     assert attempts == [poison.id] * 3 + [good.id]
-    assert any("after 3 failed attempts" in r.getMessage() for r in caplog.records)
+    [letter] = await bus.dead_letters()
+    assert (letter.topic, letter.group, letter.entry_id) == (TOPIC, "audit", poison_id)
+    assert letter.reason == "handler failed: RuntimeError: always"
+    assert letter.attempts == 3
+    assert letter.consumer == "c1"
+    assert RequestCompleted.model_validate_json(letter.data) == poison
+    assert await bus.dead_letter(letter.id) == letter
+
+
+async def test_retried_dead_letter_reaches_only_its_group(bus: InProcessEventBus) -> None:
+    failing = True
+    audit, usage = Collector(), Collector()
+
+    async def flaky(event: RequestCompleted) -> None:
+        if failing:
+            raise RuntimeError("down")
+        await audit(event)
+
+    await bus.subscribe(RequestCompleted, "audit", "c1", flaky)
+    await bus.subscribe(RequestCompleted, "usage", "c1", usage)
+    sent = completed()
+    await bus.publish(sent)
+    await usage.wait()
+    letters = await _eventually_letters(bus)
+    failing = False
+
+    new_id = await bus.retry_dead_letter(letters[0].id)
+
+    await audit.wait()
+    assert audit.events == [sent]
+    assert usage.events == [sent]  # the usage group is not handed it a second time
+    assert new_id > letters[0].entry_id
+    assert await bus.dead_letters() == []
+    with pytest.raises(NotFoundError):
+        await bus.retry_dead_letter(letters[0].id)
+
+
+async def test_deleted_dead_letter_is_gone(bus: InProcessEventBus) -> None:
+    async def broken(event: RequestCompleted) -> None:
+        raise ValueError("bad")
+
+    await bus.subscribe(RequestCompleted, "audit", "c1", broken)
+    await bus.publish(completed())
+    [letter] = await _eventually_letters(bus)
+
+    await bus.delete_dead_letter(letter.id)
+
+    assert await bus.dead_letters() == []
+    with pytest.raises(NotFoundError):
+        await bus.delete_dead_letter(letter.id)
+
+
+async def test_replay_from_an_offset_to_an_existing_and_a_new_group(
+    bus: InProcessEventBus,
+) -> None:
+    live = Collector(3)
+    await bus.subscribe(RequestCompleted, "audit", "c1", live)
+    sent = [completed(n) for n in range(3)]
+    ids = [await bus.publish(event) for event in sent]
+    await live.wait()
+
+    await bus.replay(TOPIC, "audit", ids[0])
+    await bus.replay(TOPIC, "late", "0")
+    late = Collector(3)
+    await bus.subscribe(RequestCompleted, "late", "c1", late)
+
+    await late.wait()
+    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+    while len(live.events) < 5:
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail("replayed events not delivered in time")
+        await asyncio.sleep(0.005)
+    assert live.events == [*sent, *sent[1:]]
+    assert late.events == sent
+    with pytest.raises(InvalidRequestError):
+        await bus.replay(TOPIC, "audit", "yesterday")
+    with pytest.raises(NotFoundError):
+        await bus.replay("no.such.type", "audit", "0")
+
+
+async def test_streams_report_length_groups_and_lag(bus: InProcessEventBus) -> None:
+    gate = asyncio.Event()
+
+    async def slow(event: RequestCompleted) -> None:
+        await gate.wait()
+
+    await bus.subscribe(RequestCompleted, "audit", "c1", slow)
+    for n in range(3):
+        await bus.publish(completed(n))
+    await asyncio.sleep(0)
+
+    [stream] = await bus.streams()
+
+    assert (stream.topic, stream.length) == (TOPIC, 3)
+    [group] = stream.groups
+    assert (group.name, group.consumers, group.pending, group.lag) == ("audit", 1, 1, 2)
+    gate.set()
+
+
+async def _eventually_letters(bus: InProcessEventBus) -> list[DeadLetter]:
+    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
+    while not (letters := await bus.dead_letters()):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail("no dead letter in time")
+        await asyncio.sleep(0.005)
+    return letters
 
 
 async def test_stopped_consumer_gives_its_event_back_to_the_group(bus: InProcessEventBus) -> None:
@@ -200,6 +311,23 @@ async def test_close_stops_subscriptions(bus: InProcessEventBus) -> None:
     await subscription.stop()  # idempotent after close
 
 
+async def test_a_replica_group_goes_with_its_last_consumer(bus: InProcessEventBus) -> None:
+    mine = replica_group("keys")
+    first = await bus.subscribe(RequestCompleted, mine, "c1", Collector())
+    second = await bus.subscribe(RequestCompleted, mine, "c2", Collector())
+    shared = await bus.subscribe(RequestCompleted, "audit", "c1", Collector())
+
+    async def groups() -> list[str]:
+        return [g.name for s in await bus.streams() for g in s.groups]
+
+    await first.stop()
+    assert sorted(await groups()) == sorted(["audit", mine])  # c2 still reads it
+    await second.stop()
+    await shared.stop()
+    # A shared group keeps its place for consumers to come; the replica's own is gone.
+    assert await groups() == ["audit"]
+
+
 async def test_subscribing_to_an_event_without_a_type_fails(bus: InProcessEventBus) -> None:
     with pytest.raises(TypeError, match="does not set"):
         await bus.subscribe(Event, "audit", "c1", Collector())  # type: ignore[arg-type]
@@ -220,6 +348,10 @@ def test_request_completed_carries_no_content() -> None:
         "endpoint",
         "team_id",
         "cost_usd",
+        "routed_to",
+        "failed_targets",
+        "ttft_ms",
+        "audited",  # whether the serving replica audited it (with text): a flag, not text
     }
     assert not any(name in payload for name in ("prompt", "completion", "messages", "input"))
 
@@ -236,3 +368,19 @@ def test_event_defaults_and_utc() -> None:
     for stamp in (naive, plus_two):
         event = RequestCompleted.model_validate({**completed().model_dump(), "occurred_at": stamp})
         assert event.occurred_at == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_event_ids_are_hex_unique_and_differ_between_processes() -> None:
+    ids = [completed().id for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    code = (
+        "from atrium.bus import RequestCompleted as R; print(R(model='m', key_id=None, "
+        "prompt_tokens=0, completion_tokens=0, latency_ms=0, status=200, stream=False, "
+        "endpoint='e').id)"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert len(other) == 32
+    assert other[:16] != ids[0][:16]  # each process draws its own prefix

@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from atrium.bus import Event, EventPublisher, InProcessEventBus, RequestCompleted
+from atrium.bus import (
+    Event,
+    EventPublisher,
+    InProcessEventBus,
+    KeyChanged,
+    RequestCompleted,
+    replica_group,
+)
 
 TIMEOUT_S = 5.0
 
@@ -154,3 +161,78 @@ async def test_close_without_start_counts_queued_events_as_dropped(bus: GatedBus
 
     assert publisher.dropped == 1
     assert bus.published == []
+
+
+class FlakyBus(GatedBus):
+    """The gated bus, refusing each event's first ``failures`` publishes (a bus that is
+    down for a while, then back)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.tries: dict[str, int] = {}
+
+    async def publish(self, event: Event) -> str:
+        self.tries[event.id] = self.tries.get(event.id, 0) + 1
+        if self.tries[event.id] <= self.failures:
+            raise ConnectionError("bus down")
+        return await super().publish(event)
+
+
+async def test_an_urgent_event_is_taken_when_the_queue_is_full(bus: GatedBus) -> None:
+    received: list[Event] = []
+    done = asyncio.Event()
+
+    async def handler(event: KeyChanged) -> None:
+        received.append(event)
+        done.set()
+
+    await bus.subscribe(KeyChanged, replica_group("keys"), "c", handler)
+    publisher = EventPublisher(bus, max_queue_size=2)
+    assert [publisher.publish_nowait(completed(n)) for n in range(3)] == [True, True, False]
+    revoked = KeyChanged(key_id="k1")
+
+    assert publisher.publish_urgent(revoked)
+    await publisher.start()
+
+    await asyncio.wait_for(done.wait(), TIMEOUT_S)
+    await publisher.close()
+    assert received == [revoked]
+    assert (publisher.dropped, publisher.published) == (1, 3)
+
+
+async def test_a_refused_urgent_event_is_retried_until_the_bus_takes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = FlakyBus(failures=3)
+    publisher = EventPublisher(bus, retry_backoff_s=0.001, retry_backoff_max_s=0.004)
+    await publisher.start()
+    revoked = KeyChanged(key_id="k1")
+
+    with caplog.at_level(logging.ERROR, logger="atrium.bus"):
+        publisher.publish_urgent(revoked)
+        await publisher.close()
+
+    assert bus.published == [revoked.id]
+    assert (publisher.failed, publisher.published, publisher.dropped) == (3, 1, 0)
+    assert sum(revoked.id in r.getMessage() for r in caplog.records) == 3
+    await bus.close()
+
+
+async def test_close_names_the_urgent_events_it_gives_up_on(
+    bus: GatedBus, caplog: pytest.LogCaptureFixture
+) -> None:
+    publisher = EventPublisher(bus, close_timeout_s=0.01)
+    await publisher.start()
+    bus.gate.clear()  # the bus never answers
+    revoked = KeyChanged(key_id="k1")
+    publisher.publish_urgent(revoked)
+    await asyncio.wait_for(bus.entered.wait(), TIMEOUT_S)
+
+    with caplog.at_level(logging.ERROR, logger="atrium.bus"):
+        await asyncio.wait_for(publisher.close(), TIMEOUT_S)
+
+    assert publisher.dropped == 1
+    assert any(revoked.id in r.getMessage() for r in caplog.records)
+    assert not publisher.publish_urgent(KeyChanged(key_id="k2"))
+    assert publisher.dropped == 2

@@ -78,3 +78,11 @@ def test_unknown_settings_and_bad_values_are_refused() -> None:
         Settings(server={"port": 70000})  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="backend"):
         Settings(models={"x": {"backend": "nope"}})  # type: ignore[dict-item]
+
+
+def test_replica_groups_are_swept_only_after_their_heartbeats_stopped(tmp_path: Path) -> None:
+    bus = Settings(data_dir=tmp_path).bus
+    assert bus.replica_group_idle_seconds > bus.claim_idle_seconds
+    too_soon = {"claim_idle_seconds": 60, "replica_group_idle_seconds": 30}
+    with pytest.raises(ValidationError, match="replica_group_idle_seconds must be above"):
+        Settings.model_validate({"data_dir": tmp_path, "bus": too_soon})

@@ -356,6 +356,7 @@ async def test_replay_yields_backend_style_events_with_usage_last() -> None:
     events = [e async for e in CachedAnswer.from_body(CHAT_BODY).replay()]
     assert [e.usage_only for e in events] == [False, False, False, True]
     assert events[-1].usage == Usage(prompt_tokens=9, completion_tokens=12)
+    assert all(e.more for e in events)  # from memory: the gateway sends them in one write
 
 
 def test_as_json_hands_out_copies() -> None:

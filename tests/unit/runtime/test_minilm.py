@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +142,9 @@ def test_bad_arguments_are_refused(paths: tuple[Path, Path]) -> None:
         MiniLMEmbedder(*paths, max_tokens=1)
     with pytest.raises(ValueError, match="threads"):
         MiniLMEmbedder(*paths, threads=0)
+
+
+def test_importing_the_embedder_leaves_onnxruntime_unloaded() -> None:
+    # ~20 MiB resident: loaded with the first session, not by every process at start.
+    code = "import sys, atrium.runtime.embedders; sys.exit('onnxruntime' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -94,10 +95,13 @@ async def test_stream_yields_in_order_and_stops_the_thread_when_the_consumer_lea
             yield n
 
     got = []
-    async for n in pool.stream(numbers):
-        got.append(n)
-        if n == 4:
-            break
+    # A consumer that leaves closes the stream (as the backends do): deterministic, not
+    # left to when the garbage collector finalises the generator.
+    async with contextlib.aclosing(pool.stream(numbers)) as stream:
+        async for n in stream:
+            got.append(n)
+            if n == 4:
+                break
     assert got == [0, 1, 2, 3, 4]
     await asyncio.to_thread(stopped.wait, 5)
     assert stopped.is_set()

@@ -1,8 +1,12 @@
-"""fsspec sources over memory:// and file:// (the object stores need packages not installed)."""
+"""fsspec sources over memory:// and file://; object-store URLs up to the wire.
+
+Syncs against a real S3 server (moto) are in tests/integration/rag/connectors.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets as random
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +18,14 @@ from fsspec.implementations.asyn_wrapper import (  # type: ignore[import-untyped
 from fsspec.implementations.memory import MemoryFileSystem  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
+from atrium.core.netguard import NetworkPolicy
 from atrium.rag.connectors import (
     ConnectorError,
     FolderConnector,
     FsspecConnector,
     FsspecSource,
     InvalidSourceError,
+    ObjectStoreConnector,
     build_connector,
 )
 from atrium.rag.connectors.base import ConnectorContext
@@ -102,13 +108,13 @@ async def test_file_urls_read_like_folders_inside_the_allowed_roots(
         build(FsspecSource(url="file:///etc"), tmp_path / "data", secrets)
 
 
-async def test_object_stores_without_their_package_say_what_to_install(
+async def test_object_store_urls_are_read_through_obstore(
     tmp_path: Path, secrets: SecretStore
 ) -> None:
-    for url, package in (("s3://bucket/prefix", "s3fs"), ("gs://bucket/prefix", "gcsfs")):
-        connector = build(FsspecSource(url=url), tmp_path, secrets)
-        with pytest.raises(ConnectorError, match=f"install {package} to read"):
-            await collect(connector)
+    for url in ("s3://bucket/prefix", "gs://bucket", "az://container/docs"):
+        assert isinstance(build(FsspecSource(url=url), tmp_path, secrets), ObjectStoreConnector)
+    with pytest.raises(ConnectorError, match="names no bucket"):
+        await collect(build(FsspecSource(url="s3:///prefix"), tmp_path, secrets))
 
 
 async def test_storage_options_come_from_a_json_secret(
@@ -118,9 +124,42 @@ async def test_storage_options_come_from_a_json_secret(
     spec = FsspecSource(url="s3://bucket/prefix", storage_options_secret="s3-options")
     with pytest.raises(ConnectorError, match="must hold a JSON object"):
         await collect(build(spec, tmp_path, secrets))
-    await secrets.put("s3-options", '{"endpoint_url": "http://169.254.169.254/"}')
+    await secrets.put("s3-options", '{"metadata_endpoint": "http://10.0.0.1/"}')
+    with pytest.raises(ConnectorError, match="unknown s3 option 'metadata_endpoint'"):
+        await collect(build(spec, tmp_path, secrets))
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("s3://bucket/prefix", {"endpoint": "http://169.254.169.254/"}),
+        ("s3://bucket/prefix", {"endpoint_url": "http://169.254.169.254/"}),
+        ("s3://bucket/prefix", {"client_kwargs": {"endpoint_url": "http://169.254.169.254"}}),
+        ("gs://bucket/prefix", {"base_url": "http://169.254.169.254/storage"}),
+        (
+            "gs://bucket/prefix",
+            {"service_account_key": {"gcs_base_url": "http://169.254.169.254/"}},
+        ),
+        ("az://container", {"endpoint": "http://169.254.169.254/account"}),
+    ],
+)
+async def test_a_custom_endpoint_is_vetted_against_the_network_policy(
+    url: str, options: dict[str, object], tmp_path: Path, secrets: SecretStore
+) -> None:
+    await secrets.put("options", json.dumps(options))
+    spec = FsspecSource(url=url, storage_options_secret="options")
     with pytest.raises(ConnectorError, match=r"endpoint is not allowed.*cloud metadata"):
         await collect(build(spec, tmp_path, secrets))
+
+
+async def test_the_azure_emulator_is_a_loopback_endpoint(
+    tmp_path: Path, secrets: SecretStore
+) -> None:
+    await secrets.put("azurite", '{"use_emulator": true, "account_name": "devstoreaccount1"}')
+    spec = FsspecSource(url="az://container", storage_options_secret="azurite")
+    policy = NetworkPolicy()  # the default: no private or loopback hosts
+    with pytest.raises(ConnectorError, match=r"endpoint is not allowed"):
+        await collect(build(spec, tmp_path, secrets, policy=policy))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,396 @@
+"""Atrium's event bus on Redis Streams, and what tracing costs a request.
+
+Everything runs through the production code on 127.0.0.1:
+
+- bus throughput: ``--events`` ``request.completed`` events published as fast as one
+  publisher can (one XADD each, as ``EventPublisher`` sends them) into a
+  :class:`~atrium.bus.redis_streams.RedisStreamsEventBus` on the real Redis, handled by
+  one and by two consumers of one group (competing consumers, each its own
+  subscription as a replica would run it, all in this process). events/s = events /
+  (first publish to last handled); the latency of each event is from just before its
+  XADD to the end of its handler (its XACK follows at once, in the same loop);
+- bus latency at a steady rate: the same, paced at ``--rate`` events/s, so the
+  latency is the bus's own and not queueing behind a burst;
+- audit: the same for an audited request (``GET /v1/admin/alerts``: admin reads are
+  audited) with ``audit.record_api_calls`` off and on, each round ending with the
+  recorder's flush so the entries' hash-chained inserts are counted;
+- tracing: CPU time per request of ``GET /v1/models`` through the whole ASGI app of
+  a platform (``build_app``: request id, body limit, tracing, auth, audit, routing)
+  driven in-process by httpx, with tracing off, and on with sampling 1% and 100%
+  (spans batched to an in-memory exporter, so span export work is counted as in
+  production, minus the network). The rounds are interleaved and the median kept.
+
+The machine is shared: before each measured case the script waits for a quiet machine
+and records the CPU other processes used meanwhile (``foreign_cores_during``).
+
+    .venv/bin/python bench/events_bus.py               # about 4 minutes on a quiet machine
+    .venv/bin/python bench/events_bus.py --events 2000 --requests 300 --no-write  # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import redis.asyncio as aioredis
+from _common import (
+    AtriumSource,
+    ForeignLoad,
+    JSONDict,
+    machine_facts,
+    markdown_table,
+    ms,
+    package_version,
+    run_main,
+    summary,
+    wait_for_quiet,
+    write_results,
+)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import func, select
+
+from atrium.app import Platform, build_app, build_platform
+from atrium.bus import RedisStreamsEventBus
+from atrium.bus.events import RequestCompleted
+from atrium.core.settings import Settings
+from atrium.store.audit import AuditRow
+
+NAME = "events_bus"
+#: An audited read (admin paths are audited, reads included), cheap to answer.
+AUDITED = "/v1/admin/alerts"
+KEY = "atr-" + "e" * 40
+
+
+def _event() -> RequestCompleted:
+    return RequestCompleted(
+        model="smol", key_id="key_0123456789", prompt_tokens=42, completion_tokens=128,
+        latency_ms=812.5, status=200, stream=True, endpoint="chat.completions",
+        team_id="team_1", cost_usd=0.00042, routed_to="smol-v2", ttft_ms=95.0,
+    )  # fmt: skip
+
+
+async def _bus_case(consumers: int, events: int, rate: float | None) -> JSONDict:
+    """Publish ``events`` (at ``rate``/s, or flat out) and time each to its handler's end."""
+    client = aioredis.Redis(host="127.0.0.1", port=6379)
+    prefix = f"atrium-bench:{uuid4().hex}:"
+    bus = RedisStreamsEventBus(client, stream_prefix=prefix)
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def handle(event: RequestCompleted) -> None:
+        latencies.append(time.perf_counter() - sent[event.id])
+        if len(latencies) == events:
+            done.set()
+
+    try:
+        for n in range(consumers):
+            await bus.subscribe(RequestCompleted, "bench", f"c{n}", handle)
+        await asyncio.sleep(0.2)  # every consumer blocked in XREADGROUP
+        meter = ForeignLoad().start()
+        cpu0, started = time.process_time(), time.perf_counter()
+        for n in range(events):
+            if rate is not None:
+                await asyncio.sleep(max(0.0, started + n / rate - time.perf_counter()))
+            event = _event()
+            sent[event.id] = time.perf_counter()
+            await bus.publish(event)
+        published = time.perf_counter() - started
+        await asyncio.wait_for(done.wait(), timeout=300)
+        elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+        foreign = meter.stop()
+    finally:
+        await bus.close()
+        keys = [key async for key in client.scan_iter(match=prefix + "*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    lat = summary([x * 1000 for x in latencies], digits=3)
+    return {
+        "consumers": consumers,
+        "events": events,
+        "rate": rate,
+        "events_per_s": round(events / elapsed, 1),
+        "publish_per_s": round(events / published, 1),
+        "latency_ms": lat,
+        "bench_cpu_ms_per_event": round(cpu / events * 1000, 4),
+        "foreign_cores_during": foreign,
+    }
+
+
+def _settings(data_dir: Path, sampling: float | None, *, audit: bool) -> Settings:
+    tracing: dict[str, Any] = {"enabled": sampling is not None}
+    if sampling is not None:
+        tracing["sampling_ratio"] = sampling
+    return Settings.model_validate(
+        {
+            "data_dir": data_dir,
+            "auth": {"bootstrap_key": KEY},
+            "workflows": {"enabled": False},
+            "tracing": tracing,
+            "audit": {"record_api_calls": audit},
+        }
+    )
+
+
+async def _app_case(
+    sampling: float | None,
+    requests: int,
+    rounds: int,
+    *,
+    path: str = "/v1/models",
+    audit: bool = True,
+) -> JSONDict:
+    """CPU ms per GET ``path`` through the app, median of ``rounds`` rounds.
+
+    Each round ends with the audit recorder's flush, so the audit entries' writes
+    (hash chain and insert, batched off the request) are counted in the round.
+    """
+    with tempfile.TemporaryDirectory(prefix="atrium-bench-") as tmp:
+        settings = _settings(Path(tmp), sampling, audit=audit)
+        platform = build_platform(settings, announce_key=lambda _: None)
+        exporter = InMemorySpanExporter()
+        if platform.tracing is not None:
+            platform.tracing.provider.add_span_processor(BatchSpanProcessor(exporter))
+        app = build_app(settings, platform)
+        await platform.start()
+        per_round: list[float] = []
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app),
+                base_url="http://atrium",
+                headers={"authorization": f"Bearer {KEY}"},
+            ) as client:
+                for _ in range(50):  # warm-up: imports, caches, first spans
+                    assert (await client.get(path)).status_code == 200
+                await platform.audit_recorder.flush()
+                meter = ForeignLoad().start()
+                for _ in range(rounds):
+                    cpu0 = time.process_time()
+                    for _ in range(requests):
+                        await client.get(path)
+                    await platform.audit_recorder.flush()
+                    per_round.append((time.process_time() - cpu0) / requests * 1000)
+                foreign = meter.stop()
+            if platform.tracing is not None:
+                platform.tracing.provider.force_flush()
+            entries = await _audit_entries(platform)
+        finally:
+            await platform.close()
+        return {
+            "sampling": sampling,
+            "path": path,
+            "audit": audit,
+            "audit_entries": entries,
+            "requests_per_round": requests,
+            "rounds": rounds,
+            "cpu_ms_per_request": round(statistics.median(per_round), 4),
+            "cpu_ms_per_request_rounds": [round(x, 4) for x in per_round],
+            "spans_exported": len(exporter.get_finished_spans()),
+            "foreign_cores_during": foreign,
+        }
+
+
+async def measure(args: argparse.Namespace) -> JSONDict:
+    """Every case, each after a quiet wait."""
+    bus: list[JSONDict] = []
+    for rate in (None, args.rate):
+        for consumers in (1, 2):
+            quiet = wait_for_quiet(args.max_foreign_cores, timeout_s=args.quiet_timeout)
+            events = args.events if rate is None else min(args.events, int(args.rate * 10))
+            row = await _bus_case(consumers, events, rate)
+            bus.append(row | {"quiet_wait": quiet})
+            print(f"bus {consumers} consumer(s) rate {rate}: {row['events_per_s']} ev/s, "
+                  f"p50 {row['latency_ms']['p50']} ms p99 {row['latency_ms']['p99']} ms "
+                  f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
+    tracing: list[JSONDict] = []
+    for sampling in (None, 0.01, 1.0):
+        quiet = wait_for_quiet(args.max_foreign_cores, timeout_s=args.quiet_timeout)
+        row = await _app_case(sampling, args.requests, args.rounds)
+        tracing.append(row | {"quiet_wait": quiet})
+        print(f"tracing {sampling}: {row['cpu_ms_per_request']} CPU ms/request "
+              f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
+    _overheads(tracing)
+    audit: list[JSONDict] = []
+    for record in (False, True):
+        quiet = wait_for_quiet(args.max_foreign_cores, timeout_s=args.quiet_timeout)
+        row = await _app_case(None, args.requests, args.rounds, path=AUDITED, audit=record)
+        audit.append(row | {"quiet_wait": quiet})
+        print(f"audit {record}: {row['cpu_ms_per_request']} CPU ms/request, "
+              f"{row['audit_entries']} entries "
+              f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
+    _overheads(audit)
+    return {"bus": bus, "tracing": tracing, "audit": audit}
+
+
+def _overheads(rows: list[JSONDict]) -> None:
+    """Each row's CPU beyond the first row's."""
+    base = rows[0]["cpu_ms_per_request"]
+    for row in rows:
+        row["overhead_cpu_ms"] = round(row["cpu_ms_per_request"] - base, 4)
+        row["overhead_percent"] = round((row["cpu_ms_per_request"] / base - 1) * 100, 1)
+
+
+async def _audit_entries(platform: Platform) -> int:
+    """How many audit entries the platform wrote."""
+    async with platform.db.session() as session:
+        return int(await session.scalar(select(func.count()).select_from(AuditRow)) or 0)
+
+
+def markdown(data: JSONDict) -> str:
+    """The two tables."""
+    bus_rows = [
+        [
+            "flat out" if row["rate"] is None else f"{row['rate']:g}/s",
+            str(row["consumers"]),
+            f"{row['events']:,}",
+            f"{row['events_per_s']:,.0f}",
+            ms(row["latency_ms"]["p50"]),
+            ms(row["latency_ms"]["p99"]),
+            ms(row["bench_cpu_ms_per_event"], 3),
+            ms(row["foreign_cores_during"]),
+        ]
+        for row in data["bus"]
+    ]
+    tracing_rows = [
+        [
+            "off" if row["sampling"] is None else f"{row['sampling'] * 100:g}%",
+            ms(row["cpu_ms_per_request"], 3),
+            ms(row["overhead_cpu_ms"], 3),
+            f"{row['overhead_percent']:+.1f}%",
+            str(row["spans_exported"]),
+            ms(row["foreign_cores_during"]),
+        ]
+        for row in data["tracing"]
+    ]
+    audit_rows = [
+        [
+            "on" if row["audit"] else "off",
+            f"`GET {row['path']}`",
+            ms(row["cpu_ms_per_request"], 3),
+            ms(row["overhead_cpu_ms"], 3),
+            f"{row['overhead_percent']:+.1f}%",
+            f"{row['audit_entries']:,}",
+            ms(row["foreign_cores_during"]),
+        ]
+        for row in data.get("audit", [])
+    ]
+    machine = data["machine"]
+    return "\n\n".join(
+        [
+            f"Redis Streams (Redis {data['redis_version']}), `request.completed` events, "
+            f"on {machine['cpu_model']} ({machine['cpus_usable']} cores, shared). "
+            "Latency: publish (XADD) to the end of the handler; the XACK follows at once.",
+            markdown_table(
+                [
+                    "publishing",
+                    "consumers",
+                    "events",
+                    "events/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "bench CPU ms/event",
+                    "other work (cores)",
+                ],
+                bus_rows,
+            ),
+            "Tracing: CPU per `GET /v1/models` through the whole app in-process (client "
+            "included, the same in every row); spans batched to an in-memory exporter.",
+            markdown_table(
+                [
+                    "tracing",
+                    "CPU ms/request",
+                    "overhead ms",
+                    "overhead",
+                    "spans",
+                    "other work (cores)",
+                ],
+                tracing_rows,
+            ),
+            "Audit on the request path: CPU per audited request (an admin read), each round "
+            "including the flush of its entries (hash chain and insert, batched).",
+            markdown_table(
+                [
+                    "audit",
+                    "request",
+                    "CPU ms/request",
+                    "overhead ms",
+                    "overhead",
+                    "entries",
+                    "other work (cores)",
+                ],
+                audit_rows,
+            ),
+        ]
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--events", type=int, default=20_000, help="events per flat-out case")
+    add("--rate", type=float, default=500.0, help="events/s of the paced cases (10 s each)")
+    add("--requests", type=int, default=1000, help="requests per tracing round")
+    add("--rounds", type=int, default=5, help="tracing rounds per setting (median kept)")
+    add("--max-foreign-cores", type=float, default=0.25, help="quiet: other work under this")
+    add("--quiet-timeout", type=float, default=60.0, help="longest wait for quiet (s), per case")
+    add("--json", type=Path, default=None, help="also write the whole result here")
+    add("--no-write", action="store_true", help="print the tables, write no result files")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Measure, print, write the results."""
+    args = parse_args()
+    started = time.monotonic()
+
+    async def redis_version() -> str:
+        client = aioredis.Redis(host="127.0.0.1", port=6379)
+        try:
+            info: dict[str, Any] = await client.info("server")
+            return str(info["redis_version"])
+        finally:
+            await client.aclose()
+
+    facts = machine_facts(
+        AtriumSource(), redis_py=package_version("redis"),
+        opentelemetry_sdk=package_version("opentelemetry-sdk"),
+    )  # fmt: skip
+    results = asyncio.run(measure(args))
+    data: JSONDict = {
+        "name": NAME,
+        "machine": facts,
+        "redis_version": asyncio.run(redis_version()),
+        "settings": {
+            "events": args.events,
+            "rate": args.rate,
+            "requests": args.requests,
+            "rounds": args.rounds,
+            "max_foreign_cores": args.max_foreign_cores,
+            "quiet_timeout_s": args.quiet_timeout,
+        },
+        **results,
+        "wall_minutes": round((time.monotonic() - started) / 60, 1),
+    }
+    text = markdown(data)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    if not args.no_write:
+        json_path, md_path = write_results(NAME, data, text)
+        print(f"wrote {json_path} and {md_path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,285 @@
+"""Alerting with several replicas on a real Redis: every replica's engine hears every
+event (a consumer group of its own), and each alert transition is notified, and
+announced on the bus, once for the whole fleet (claimed in Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+import uvicorn
+from prometheus_client import CollectorRegistry, Gauge
+
+from atrium.bus import Event, EventPublisher, RedisStreamsEventBus
+from atrium.bus.events import AlertFired, AlertResolved, KnowledgeSynced
+from atrium.core.netguard import NetworkPolicy
+from atrium.observability.alert_claims import FleetClaims
+from atrium.observability.alerts import AlertEngine, AlertService, build_alert_service
+from atrium.observability.config import AlertSettings
+from atrium.observability.notifications import Notifications, build_notifiers, webhook_client
+from tests.integration.observability.test_alerts import Receiver
+
+pytestmark = pytest.mark.integration
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+RULE = "sync-failures"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    served = Receiver()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        served.port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(served.app(), host="127.0.0.1", port=served.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "receiver did not start"
+        time.sleep(0.02)
+    yield served
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest_asyncio.fixture
+async def redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    """The real Redis and a key prefix of this test's own, deleted afterwards."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    prefix = f"atrium-test:{uuid4().hex[:8]}:"
+    try:
+        yield client, prefix
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def _settings(receiver: Receiver, prefix: str, rules: list[dict[str, Any]]) -> AlertSettings:
+    return AlertSettings.model_validate(
+        {
+            "interval_seconds": 0.05,
+            "rules": rules,
+            "notifiers": [{"name": "ops", "kind": "webhook", "url": receiver.url("/ok")}],
+            "attempts": 2,
+            "retry_backoff_seconds": 0.05,
+            "allow_private_networks": True,  # the receiver is on loopback
+            "redis_prefix": f"{prefix}alerts:",
+        }
+    )
+
+
+async def until(what: str, check: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not {what}"
+        await asyncio.sleep(0.02)
+
+
+def failed_sync() -> KnowledgeSynced:
+    counts = {"documents_seen": 0, "added": 0, "updated": 0, "deleted": 0, "failed_documents": 0}
+    return KnowledgeSynced(
+        kb_id="kb-1", knowledge_base="handbook", source_id="src-1", source="share",
+        status="failed", error="unreachable", **counts,
+    )  # fmt: skip
+
+
+@dataclass
+class Fleet:
+    replicas: list[AlertService]
+    publisher: EventPublisher
+    announced: list[Event]
+
+    def states(self) -> list[str | None]:
+        """Each replica's state of the rule's alert (None: none active)."""
+        out: list[str | None] = []
+        for service in self.replicas:
+            alert = service.engine.active.get(RULE)
+            out.append(alert.state if alert is not None else None)
+        return out
+
+    def resolved_everywhere(self, times: int) -> bool:
+        return all(
+            len([a for a in s.engine.resolved if a.rule == RULE]) == times for s in self.replicas
+        )
+
+
+@pytest_asyncio.fixture
+async def fleet(receiver: Receiver, redis: tuple[aioredis.Redis, str]) -> AsyncIterator[Fleet]:
+    """Two replicas (alert services, each with its own bus) on one Redis Streams bus."""
+    client, prefix = redis
+    receiver.received.clear()
+    rules = [{"name": RULE, "kind": "event", "event": "knowledge.sync.finished",
+              "match": {"status": "failed"}, "op": ">=", "threshold": 3,
+              "window_seconds": 0.8, "summary": "syncs keep failing"}]  # fmt: skip
+    settings = _settings(receiver, prefix, rules)
+    buses = [RedisStreamsEventBus(client, stream_prefix=f"{prefix}events:", block_ms=20)
+             for _ in range(3)]  # fmt: skip
+    for bus in buses:
+        await bus.start()
+    publisher = EventPublisher(buses[2])
+    await publisher.start()
+    announced: list[Event] = []
+
+    async def keep(event: Event) -> None:
+        announced.append(event)
+
+    await buses[2].subscribe(AlertFired, "test-watch", "c", keep)
+    await buses[2].subscribe(AlertResolved, "test-watch", "c", keep)
+    replicas = []
+    for bus in buses[:2]:
+        service = build_alert_service(settings, CollectorRegistry(), bus=bus,
+                                      policy=NetworkPolicy(allow_private=True),
+                                      publish=publisher.publish_nowait, redis=client)  # fmt: skip
+        assert service is not None
+        await service.start()
+        replicas.append(service)
+    try:
+        yield Fleet(replicas, publisher, announced)
+    finally:
+        for service in replicas:
+            await service.close()
+        await publisher.close()
+        for bus in buses:
+            await bus.close()
+
+
+async def test_every_replica_counts_every_event_and_the_fleet_is_notified_once(
+    fleet: Fleet, receiver: Receiver
+) -> None:
+    a, b = fleet.replicas
+    assert a.engine.replica != b.engine.replica
+    for round_ in (1, 2):  # the second firing, after the resolve, is a new transition
+        for _ in range(2):
+            fleet.publisher.publish_nowait(failed_sync())
+        await asyncio.sleep(0.3)
+        assert fleet.states() == [None, None]  # 2 < 3 on both: no replica saw only part
+        fleet.publisher.publish_nowait(failed_sync())  # each event published once
+        await until("firing on both replicas", lambda: fleet.states() == ["firing"] * 2)
+        await until("resolved on both", partial(fleet.resolved_everywhere, round_))
+        for service in fleet.replicas:
+            await service.notifications.drain()
+        states = [body["state"] for body in receiver.received if body["rule"] == RULE]
+        assert states == ["firing", "resolved"] * round_
+        await asyncio.sleep(0.4)  # the last event leaves the window too
+    # Each replica recorded every transition: sent by it, or claimed by the other.
+    for state in ("firing", "resolved"):
+        rows = [d for s in fleet.replicas for d in s.notifications.deliveries if d.state == state]
+        assert sorted(d.by_another_replica for d in rows) == [False, False, True, True]
+        assert all(d.ok for d in rows)
+    await until("the announcements on the bus", lambda: len(fleet.announced) >= 4)
+    await asyncio.sleep(0.2)
+    assert [e.type for e in fleet.announced] == ["alert.fired", "alert.resolved"] * 2
+    public = a.engine.snapshot()["resolved"][0]
+    assert public["replica"] == a.engine.replica
+
+
+@dataclass
+class Replica:
+    """An engine alone (the test moves it step by step) and its notifications."""
+
+    engine: AlertEngine
+    notifications: Notifications
+
+    @classmethod
+    def build(
+        cls, settings: AlertSettings, registry: CollectorRegistry, claims: FleetClaims
+    ) -> Replica:
+        client = webhook_client(settings, NetworkPolicy(allow_private=True))
+        notifications = Notifications(build_notifiers(settings, client, None), attempts=1,
+                                      backoff_seconds=0.0, on_close=client.aclose)  # fmt: skip
+        return cls(AlertEngine(settings.rules, registry, notifications, claims=claims),
+                   notifications)  # fmt: skip
+
+    async def step(self) -> None:
+        self.engine.evaluate()
+        await self.engine.keep_claims()
+        await self.notifications.drain()
+
+
+async def test_a_metric_alert_is_told_when_the_first_replica_fires_and_the_last_resolves(
+    receiver: Receiver, redis: tuple[aioredis.Redis, str]
+) -> None:
+    """Metric rules read each replica's own registry: the fleet hears one firing while any
+    replica fires it, and one resolve when none does any more."""
+    client, prefix = redis
+    receiver.received.clear()
+    rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10}]
+    settings = _settings(receiver, prefix, rules)
+    replicas, gauges = [], []
+    for name in ("replica-a", "replica-b"):
+        registry = CollectorRegistry()
+        gauges.append(Gauge("test_depth", "A queue's depth.", registry=registry))
+        claims = FleetClaims(client, name, prefix=settings.redis_prefix, ttl_seconds=30)
+        replicas.append(Replica.build(settings, registry, claims))
+    try:
+        for depths in ((50, 0), (50, 50), (0, 50), (0, 0), (50, 0), (0, 0)):
+            for gauge, depth in zip(gauges, depths, strict=True):
+                gauge.set(depth)
+            for replica in replicas:
+                await replica.step()
+        states = [body["state"] for body in receiver.received]
+        assert states == ["firing", "resolved", "firing", "resolved"]
+    finally:
+        for replica in replicas:
+            await replica.notifications.close()
+
+
+async def test_a_replica_that_died_firing_drops_out_after_its_claim_expires(
+    receiver: Receiver, redis: tuple[aioredis.Redis, str]
+) -> None:
+    client, prefix = redis
+    receiver.received.clear()
+    settings = _settings(receiver, prefix, [])
+    dead = FleetClaims(client, "dead", prefix=settings.redis_prefix, ttl_seconds=0.2)
+    live = FleetClaims(client, "live", prefix=settings.redis_prefix, ttl_seconds=0.2)
+    key = dead.key("deep", {})
+    assert await dead.firing(key)
+    assert not await live.firing(key)  # the dead one still counts: no second firing
+    assert not await live.resolved(key, sent_firing=False)
+    await asyncio.sleep(0.3)  # its claim was not renewed
+    assert await live.firing(key)  # a new transition, told
+    assert await live.resolved(key, sent_firing=True)
+
+
+async def test_unreachable_redis_sends_anyway_and_logs_it(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    receiver.received.clear()
+    rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10}]
+    settings = _settings(receiver, "atrium-test:unreachable:", rules)
+    replicas = []
+    for name in ("replica-a", "replica-b"):
+        registry = CollectorRegistry()
+        Gauge("test_depth", "A queue's depth.", registry=registry).set(50)
+        claims = FleetClaims(client, name, prefix=settings.redis_prefix, ttl_seconds=30)
+        replicas.append(Replica.build(settings, registry, claims))
+    try:
+        with caplog.at_level(logging.WARNING, logger="atrium.alerts"):
+            for replica in replicas:
+                await replica.step()
+        assert [body["state"] for body in receiver.received] == ["firing", "firing"]
+        assert "sending it anyway" in caplog.text
+    finally:
+        for replica in replicas:
+            await replica.notifications.close()
+        await client.aclose()

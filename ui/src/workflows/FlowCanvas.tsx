@@ -1,0 +1,71 @@
+/** The builder's canvas (React Flow): blocks, edges, minimap, and a drag in progress. */
+import {
+  Background, type Connection, Controls, type Edge, type EdgeChange, MiniMap, type NodeChange, ReactFlow,
+} from "@xyflow/react";
+import { type DragEvent, memo, useCallback, useMemo, useRef, useState } from "react";
+import { BlockNodeComponent, CanvasContext, type CanvasInfo } from "./BlockNode";
+import { type DragPositions, route, withDragged } from "./dragging";
+import type { BlockNode } from "./graph";
+
+// Props that must keep their identity: the canvas renders on every frame of a drag, and a
+// new array or object here would re-render React Flow's whole graph view each time.
+const NODE_TYPES = { block: BlockNodeComponent };
+const DELETE_KEYS = ["Delete", "Backspace"];
+const PRO_OPTIONS = { hideAttribution: true };
+
+interface Props {
+  nodes: BlockNode[];
+  edges: Edge[];
+  info: CanvasInfo;
+  /** Every change but a drag's frames: a drag arrives once, at its end. */
+  onNodesChange: (changes: NodeChange<BlockNode>[]) => void;
+  onEdgesChange: (changes: EdgeChange[]) => void;
+  onConnect: (connection: Connection) => void;
+  onDrop: (event: DragEvent) => void;
+}
+
+function allowDrop(event: DragEvent) {
+  event.preventDefault();
+  event.dataTransfer.dropEffect = "move";
+}
+
+/** The canvas keeps a drag in progress to itself, so a frame of a drag renders the canvas
+ * alone (the builder, its toolbar, palette and side panel, render when the block is let go). */
+function FlowCanvasView({ nodes, edges, info, onNodesChange, onEdgesChange, onConnect, onDrop }: Props) {
+  const [dragged, setDragged] = useState<DragPositions | null>(null);
+  // The same, as of the last change (for the handler: it runs before the next render).
+  const latest = useRef<DragPositions | null>(null);
+  const onChanges = useCallback((changes: NodeChange<BlockNode>[]) => {
+    const routed = route(changes, latest.current);
+    if (routed.dragged !== latest.current) {
+      latest.current = routed.dragged;
+      setDragged(routed.dragged);
+    }
+    if (routed.toGraph) onNodesChange(routed.toGraph);
+  }, [onNodesChange]);
+  const shown = useMemo(() => withDragged(nodes, dragged), [nodes, dragged]);
+  return (
+    <div className="wf-canvas" onDragOver={allowDrop} onDrop={onDrop}>
+      <CanvasContext.Provider value={info}>
+        <ReactFlow<BlockNode>
+          nodes={shown}
+          edges={edges}
+          nodeTypes={NODE_TYPES}
+          onNodesChange={onChanges}
+          onEdgesChange={onEdgesChange}
+          onConnect={onConnect}
+          deleteKeyCode={DELETE_KEYS}
+          fitView
+          proOptions={PRO_OPTIONS}
+          aria-label="Workflow canvas"
+        >
+          <Background />
+          <Controls />
+          <MiniMap pannable zoomable ariaLabel="Minimap" />
+        </ReactFlow>
+      </CanvasContext.Provider>
+    </div>
+  );
+}
+
+export const FlowCanvas = memo(FlowCanvasView);
