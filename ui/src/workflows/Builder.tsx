@@ -11,7 +11,7 @@ import { describeError } from "../api/client";
 import { useMe } from "../api/queries";
 import {
   decide, fetchTemplate, fetchVersion, fetchWorkflow, followRun, saveAndPublish, saveDraft, startRun,
-  useBlocks, useTemplates, useWorkflows, validate, workflowKeys,
+  useBlocks, useWorkflows, validate, workflowKeys,
 } from "./api";
 import type { CanvasInfo } from "./BlockNode";
 import { type DraftBase, readDraft, writeDraft } from "./drafts";
@@ -126,7 +126,6 @@ function useSpecs(nodes: BlockNode[]): NodeSpec[] {
 
 function BuilderCanvas() {
   const blocks = useBlocks();
-  const templates = useTemplates();
   const workflows = useWorkflows();
   const queryClient = useQueryClient();
   const flow = useReactFlow();
@@ -292,7 +291,6 @@ function BuilderCanvas() {
         name={graph.meta.name}
         onName={(name) => change({ ...graph, meta: { ...graph.meta, name } })}
         workflows={workflows.data ?? []}
-        templates={templates.data ?? []}
         onOpen={(name) => void guarded(() => openWorkflow(name))}
         onTemplate={(id) => void guarded(async () => {
           const template = await fetchTemplate(id);

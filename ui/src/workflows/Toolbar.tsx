@@ -4,15 +4,12 @@ import { useRef, useState } from "react";
 import { createPortal } from "react-dom";
 import { useTemplates } from "./api";
 import { TemplateGallery } from "./TemplateGallery";
-import type { TemplateSummary, Workflow } from "./types";
+import type { Workflow } from "./types";
 
 interface Props {
   name: string;
   onName: (name: string) => void;
   workflows: Workflow[];
-  /** Not read: the gallery asks for the catalogue itself, to show its loading and error
-   * states (the builder still passes what it has). */
-  templates?: TemplateSummary[];
   onOpen: (name: string) => void;
   onTemplate: (id: string) => void;
   onNew: () => void;
