@@ -5,14 +5,20 @@ What the pages show is made for real first through the API: a key that chats wit
 bundled model (usage), a knowledge base with an unreadable upload (a failed document and
 its reason), a published workflow that ran. The browser then signs in, creates a user
 (after the form refuses a blank one and the server a taken name) and a team, and reads
-every page; the audit log must show the user's creation. Screenshots go to
-``tests/e2e/artifacts/ui/`` (kept by CI, ignored by git).
+every page; the audit log must show the user's creation. Someone signs in once with an
+OpenID Connect provider on loopback (which binds their account to the provider's subject);
+the browser opens that user's sign-in identities with the keyboard and unbinds them.
+Screenshots go to ``tests/e2e/artifacts/ui/`` (kept by CI, ignored by git).
 """
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import RemoteAtriumServer
@@ -22,6 +28,7 @@ from tests.e2e.ui_harness import (
     run_browser,
     server_env,  # noqa: F401 - the fixture, used by the server fixture
 )
+from tests.integration.users.oidc_provider import FakeProvider, Identity, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,6 +44,9 @@ RUNS_PAGE = 50
 NEW_USER = "console-made"
 NEW_PASSWORD = "console-made-password"
 TEAM_NAME = "search"
+# The provider's client secret, by its name in the secret store.
+OIDC_SECRET = "oidc-client"
+PROVIDER_START_S = 30.0
 # Refused on purpose: creating a user with the taken name.
 DELIBERATE = ("status of 409 (Conflict)", "HTTP 409 /v1/admin/users")
 DOUBLER: dict[str, Any] = {
@@ -64,6 +74,54 @@ DOUBLER: dict[str, Any] = {
         },
     ],
 }
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[FakeProvider]:
+    """An OpenID Connect provider on loopback for the module, in a thread of its own (the
+    server asks it for its discovery document, keys and tokens)."""
+    fake = FakeProvider()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        async with running(fake):
+            ready.set()
+            await stop.wait()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(PROVIDER_START_S), "the OpenID Connect provider did not start"
+        yield fake
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(PROVIDER_START_S)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def server_config(provider: FakeProvider) -> dict[str, Any]:
+    """Sign-in with the provider next to passwords."""
+    oidc = {"enabled": True, "issuer": provider.url, "client_id": provider.client_id,
+            "client_secret_secret": OIDC_SECRET}  # fmt: skip
+    return {"web": {"oidc": oidc}}
+
+
+def _sign_in_with_provider(server: RemoteAtriumServer, provider: FakeProvider) -> None:
+    """What a browser does on "Sign in with ...": the first sign-in creates the user and binds
+    the account to the provider's subject."""
+    with server.http() as http:
+        put = http.put(f"/v1/admin/secrets/{OIDC_SECRET}", json={"value": provider.client_secret})
+        assert put.status_code == 200, put.text
+    with server.http(api_key="") as browser, httpx.Client() as outside:
+        out = browser.get("/v1/auth/oidc/login", params={"next": "/chat"})
+        assert out.status_code == 302, out.text
+        back = outside.get(out.headers["location"])
+        assert back.status_code == 302, back.text
+        signed = browser.get(back.headers["location"])
+        assert signed.status_code == 303, signed.text
 
 
 def _prepare(server: RemoteAtriumServer) -> int:
@@ -106,6 +164,7 @@ def _browse(server: RemoteAtriumServer) -> dict[str, Any]:
         "NEW_USER": NEW_USER,
         "NEW_PASSWORD": NEW_PASSWORD,
         "TEAM_NAME": TEAM_NAME,
+        "SSO_USER": Identity.email,
     }
     return run_browser(
         server,
@@ -119,9 +178,10 @@ def _browse(server: RemoteAtriumServer) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("browser_ready")
 def test_the_admin_console_manages_people_and_shows_usage_knowledge_runs_audit_and_health(
-    server: RemoteAtriumServer,
+    server: RemoteAtriumServer, provider: FakeProvider
 ) -> None:
     tokens = _prepare(server)
+    _sign_in_with_provider(server, provider)
     seen = _browse(server)
 
     # Users: the form refused a blank user without sending it, the server a taken name
@@ -137,6 +197,21 @@ def test_the_admin_console_manages_people_and_shows_usage_knowledge_runs_audit_a
         users = {u["username"]: u for u in http.get("/v1/admin/users").json()["data"]}
         teams = {t["name"]: t for t in http.get("/v1/admin/teams").json()["data"]}
     assert users[NEW_USER]["role"] == "builder"
+    # The provider's user: the subject bound at their sign-in listed (opened with the keyboard),
+    # then unbound after a confirmation that names the provider; the list says none is left.
+    host = provider.url.removeprefix("http://")
+    assert seen["identitiesExpanded"] == "true"
+    [identity] = seen["identityRows"]
+    assert identity[:2] == [f"{host} {provider.url}", Identity.sub]
+    assert seen["unbindQuestion"].startswith(f"Unbind {Identity.email} from {host}?")
+    assert seen["unbound"] == f"Unbound 1 sign-in identity from {Identity.email}."
+    assert seen["focusAfterUnbind"] == "status"
+    assert seen["identitiesLeft"] == f"No identity provider is bound to {Identity.email}."
+    sso_user = users[Identity.email]
+    with server.http() as http:
+        left = http.get(f"/v1/admin/users/{sso_user['id']}/identities")
+    assert left.status_code == 200, left.text
+    assert left.json()["data"] == []
     # Teams: a budget needs its period (checked in the browser); then the team exists.
     assert "period" in seen["budgetPeriodError"]
     assert seen["teamRow"][:4] == [TEAM_NAME, "60", "—", "$25 / month"]
@@ -197,5 +272,5 @@ def test_the_admin_console_manages_people_and_shows_usage_knowledge_runs_audit_a
     for name in ("40-admin-user-error", "41-admin-users", "42-admin-teams", "43-admin-usage-by-key",
                  "44-admin-knowledge-base", "45-admin-workflow-runs", "46-admin-workflow-run-trace",
                  "47-admin-audit-log", "48-admin-health", "49-admin-experiment-form",
-                 "50-admin-key-with-team"):  # fmt: skip
+                 "50-admin-key-with-team", "51-admin-user-identities"):  # fmt: skip
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 0

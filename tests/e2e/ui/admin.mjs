@@ -2,7 +2,8 @@
 // chromium against a running `atrium serve`. Usage:
 //   node admin.mjs BASE_URL ARTIFACTS_DIR
 // Credentials in UI_USERNAME/UI_PASSWORD; what the test prepared through the API in
-// KEY_NAME, KB_NAME, BAD_FILE, WORKFLOW, NEW_USER, NEW_PASSWORD, TEAM_NAME.
+// KEY_NAME, KB_NAME, BAD_FILE, WORKFLOW, NEW_USER, NEW_PASSWORD, TEAM_NAME, and SSO_USER
+// (signed in once with an identity provider, which bound its subject).
 // Prints one JSON object of observations on stdout; exits non-zero when a step fails.
 import { runScenario, screenshots, signIn as fillSignIn } from "./harness.mjs";
 
@@ -57,6 +58,28 @@ async function users(page, out) {
   out.userRow = await cells(row);
   out.userRole = await row.getByLabel(`Role of ${env.NEW_USER}`).inputValue();
   await shot(page, "41-admin-users");
+}
+
+async function identities(page, out) {
+  const user = env.SSO_USER;
+  const toggle = page.locator(`tr[data-username="${user}"]`).getByRole("button", { name: `Identities of ${user}` });
+  await toggle.focus();
+  await page.keyboard.press("Enter");
+  out.identitiesExpanded = await toggle.getAttribute("aria-expanded");
+  const region = page.getByRole("region", { name: `Sign-in identities of ${user}` });
+  const table = region.getByRole("table", { name: `Sign-in identities of ${user}` });
+  await table.waitFor();
+  out.identityRows = await Promise.all((await table.locator("tbody tr").all()).map(cells));
+  await shot(page, "51-admin-user-identities");
+  // The harness accepts the confirmation; what it asked is kept.
+  page.once("dialog", (dialog) => { out.unbindQuestion = dialog.message(); });
+  await region.getByRole("button", { name: `Unbind the sign-in identities of ${user}` }).focus();
+  await page.keyboard.press("Enter");
+  const status = region.getByRole("status").filter({ hasText: "Unbound" });
+  await status.waitFor();
+  out.unbound = await status.innerText();
+  out.focusAfterUnbind = await page.evaluate(() => document.activeElement?.getAttribute("role"));
+  out.identitiesLeft = await region.locator(".notice.empty").innerText();
 }
 
 async function teams(page, out) {
@@ -200,7 +223,7 @@ runScenario(
   "admin-console",
   async (page, out) => {
     await signIn(page);
-    for (const step of [users, teams, keys, usage, knowledge, runs, audit, health, experiments]) await step(page, out);
+    for (const step of [users, identities, teams, keys, usage, knowledge, runs, audit, health, experiments]) await step(page, out);
   },
   { artifacts, acceptDialogs: true },
 );

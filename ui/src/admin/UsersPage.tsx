@@ -6,9 +6,12 @@ import { formatWhen, humanize } from "./format";
 import { Field, PageHeader, QueryView, StatusBadge, invalidProps } from "./parts";
 import { useCreateUser, useUpdateUser, useUsers } from "./queries";
 import type { ConsoleUser } from "./types";
+import { UserIdentities } from "./UserIdentities";
 
 const ROLES = ["user", "builder", "admin"] as const;
 const USER_FIELDS: UserField[] = ["username", "password", "role", "display_name"];
+/** Columns of the users table (a user's identities open in a row spanning them all). */
+const COLUMNS = 8;
 
 export function UsersPage() {
   const users = useUsers();
@@ -88,6 +91,14 @@ function UserTable({ users }: { users: ConsoleUser[] }) {
   const me = useMe();
   const update = useUpdateUser();
   const [failure, setFailure] = useState<{ id: string; message: string } | null>(null);
+  const [shown, setShown] = useState<ReadonlySet<string>>(new Set());
+  function toggleIdentities(id: string) {
+    setShown((now) => {
+      const next = new Set(now);
+      if (!next.delete(id)) next.add(id);
+      return next;
+    });
+  }
   function change(user: ConsoleUser, changes: { role?: string; disabled?: boolean }) {
     setFailure(null);
     update.mutate({ id: user.id, ...changes }, {
@@ -106,40 +117,72 @@ function UserTable({ users }: { users: ConsoleUser[] }) {
           <tr>
             <th scope="col">Username</th><th scope="col">Name</th><th scope="col">Role</th>
             <th scope="col">Last sign-in</th><th scope="col">Created</th><th scope="col">State</th>
+            <th scope="col">Sign-in identities</th>
             <th scope="col"><span className="visually-hidden">Actions</span></th>
           </tr>
         </thead>
         <tbody>
-          {users.map((user) => {
-            const self = me.data?.id === user.id;
-            return (
-              <tr key={user.id} data-username={user.username}>
-                <td>{user.username}{self && <span className="muted"> (you)</span>}</td>
-                <td>{user.display_name || "—"}</td>
-                <td>
-                  <label htmlFor={`role-${user.id}`} className="visually-hidden">Role of {user.username}</label>
-                  <select id={`role-${user.id}`} value={user.role} disabled={self || update.isPending}
-                    onChange={(e) => change(user, { role: e.target.value })}>
-                    {ROLES.map((role) => <option key={role} value={role}>{humanize(role)}</option>)}
-                  </select>
-                  {failure?.id === user.id && <p className="error" role="alert">{failure.message}</p>}
-                </td>
-                <td>{formatWhen(user.last_login_at)}</td>
-                <td>{formatWhen(user.created_at)}</td>
-                <td><StatusBadge status={user.disabled ? "disabled" : "active"} /></td>
-                <td>
-                  {!self && (
-                    <button type="button" className={`small${user.disabled ? "" : " danger"}`} onClick={() => toggle(user)}
-                      disabled={update.isPending} aria-label={`${user.disabled ? "Enable" : "Disable"} ${user.username}`}>
-                      {user.disabled ? "Enable" : "Disable"}
-                    </button>
-                  )}
-                </td>
-              </tr>
-            );
-          })}
+          {users.map((user) => (
+            <UserRow key={user.id} user={user} self={me.data?.id === user.id} busy={update.isPending}
+              failure={failure?.id === user.id ? failure.message : null} open={shown.has(user.id)}
+              onChange={(changes) => change(user, changes)} onToggle={() => toggle(user)}
+              onIdentities={() => toggleIdentities(user.id)} />
+          ))}
         </tbody>
       </table>
     </div>
+  );
+}
+
+function UserRow({
+  user, self, busy, failure, open, onChange, onToggle, onIdentities,
+}: {
+  user: ConsoleUser;
+  self: boolean;
+  busy: boolean;
+  failure: string | null;
+  /** Whether the user's sign-in identities show in a row below. */
+  open: boolean;
+  onChange: (changes: { role?: string }) => void;
+  onToggle: () => void;
+  onIdentities: () => void;
+}) {
+  return (
+    <>
+      <tr data-username={user.username}>
+        <td>{user.username}{self && <span className="muted"> (you)</span>}</td>
+        <td>{user.display_name || "—"}</td>
+        <td>
+          <label htmlFor={`role-${user.id}`} className="visually-hidden">Role of {user.username}</label>
+          <select id={`role-${user.id}`} value={user.role} disabled={self || busy}
+            onChange={(e) => onChange({ role: e.target.value })}>
+            {ROLES.map((role) => <option key={role} value={role}>{humanize(role)}</option>)}
+          </select>
+          {failure && <p className="error" role="alert">{failure}</p>}
+        </td>
+        <td>{formatWhen(user.last_login_at)}</td>
+        <td>{formatWhen(user.created_at)}</td>
+        <td><StatusBadge status={user.disabled ? "disabled" : "active"} /></td>
+        <td>
+          <button type="button" className="small" aria-expanded={open} aria-controls={`identities-${user.id}`}
+            aria-label={`Identities of ${user.username}`} onClick={onIdentities}>
+            Identities
+          </button>
+        </td>
+        <td>
+          {!self && (
+            <button type="button" className={`small${user.disabled ? "" : " danger"}`} onClick={onToggle}
+              disabled={busy} aria-label={`${user.disabled ? "Enable" : "Disable"} ${user.username}`}>
+              {user.disabled ? "Enable" : "Disable"}
+            </button>
+          )}
+        </td>
+      </tr>
+      {open && (
+        <tr id={`identities-${user.id}`} className="detail-row">
+          <td colSpan={COLUMNS}><UserIdentities user={user} /></td>
+        </tr>
+      )}
+    </>
   );
 }

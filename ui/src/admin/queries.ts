@@ -6,7 +6,7 @@ import { isEnded } from "./format";
 import type {
   Alerts, ApiKey, AuditEntry, BusStream, ConsoleUser, Deployment, Experiment, KnowledgeBase,
   KnowledgeBaseSummary, KnowledgeDocument, KnowledgeSource, NewApiKey, Readiness, RegistryModel,
-  RegistryModelView, Release, ReleaseAction, Team, UsageLine, WorkflowRun, WorkflowRunDetail,
+  RegistryModelView, Release, ReleaseAction, Team, Unbound, UsageLine, UserIdentity, WorkflowRun, WorkflowRunDetail,
 } from "./types";
 import { loadedRuns, nextRunsCursor, runsPath, type RunsPage } from "./runs";
 import { lastDays, linesByDay, type UsageGroup } from "./usage";
@@ -27,6 +27,7 @@ export const adminKeys = {
   apiKeys: ["admin", "keys"] as const,
   usage: (group: UsageGroup, days: number) => ["admin", "usage", group, days] as const,
   users: ["admin", "users"] as const,
+  identities: (userId: string) => ["admin", "identities", userId] as const,
   teams: ["admin", "teams"] as const,
   knowledgeBases: ["admin", "kbs"] as const,
   knowledgeBase: (kb: string) => ["admin", "kb", kb] as const,
@@ -201,6 +202,22 @@ export function useUpdateUser() {
         body: JSON.stringify(changes),
       }),
     onSettled: () => client.invalidateQueries({ queryKey: adminKeys.users }),
+  });
+}
+
+const identitiesPath = (userId: string) => `/v1/admin/users/${encodeURIComponent(userId)}/identities`;
+
+/** The identity-provider subjects a user is bound to (asked when an admin opens the list). */
+export function useUserIdentities(userId: string) {
+  return useQuery({ queryKey: adminKeys.identities(userId), queryFn: () => list<UserIdentity>(identitiesPath(userId)) });
+}
+
+/** Forgets every subject a user is bound to; their next sign-in with the provider binds anew. */
+export function useUnbindIdentities(userId: string) {
+  const client = useQueryClient();
+  return useMutation({
+    mutationFn: () => apiJson<Unbound>(identitiesPath(userId), { method: "DELETE" }),
+    onSettled: () => client.invalidateQueries({ queryKey: adminKeys.identities(userId) }),
   });
 }
 

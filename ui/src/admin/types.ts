@@ -163,6 +163,21 @@ export interface ConsoleUser {
   created_at: string;
 }
 
+/** A provider subject a user is bound to (`GET /v1/admin/users/{id}/identities`): bound at
+ * the first OpenID Connect sign-in, and followed by later ones even when the e-mail changes. */
+export interface UserIdentity {
+  issuer: string;
+  subject: string;
+  created_at: string;
+}
+
+/** The answer of `DELETE /v1/admin/users/{id}/identities`. */
+export interface Unbound {
+  object: "user.identities";
+  user_id: string;
+  deleted: number;
+}
+
 export interface Team {
   id: string;
   name: string;
