@@ -4,10 +4,12 @@ that turns every finished inference request into an entry."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,10 +22,28 @@ from atrium.store.audit import AuditRepository, NewAuditEntry
 
 GROUP = "audit"
 
+_MAX_ID = 32  # the audit log's id column; every event id the bus makes fits
+
 log = logging.getLogger("atrium.audit")
 
 # An entry, or what makes one when the writer gets to it (work kept off the request path).
 _Queued = NewAuditEntry | Callable[[], NewAuditEntry]
+
+#: Events of ``request.completed`` the consumer has waiting for their commit at once: one
+#: transaction writes them all, as ``record_nowait``'s entries are written in batches.
+CONSUMER_CONCURRENCY = 100
+
+
+@dataclass(slots=True)
+class _Item:
+    """A queued entry and, for one the bus handed over, the future its handler awaits."""
+
+    entry: _Queued
+    committed: asyncio.Future[None] | None = None
+
+    def settle(self) -> None:
+        if self.committed is not None and not self.committed.done():
+            self.committed.set_result(None)
 
 
 class AuditRecorder:
@@ -36,7 +56,23 @@ class AuditRecorder:
 
     With ``bus`` given, ``start`` also joins the ``audit`` consumer group on
     ``request.completed`` and records each request's model, key, tokens and latency
-    (never its prompt or completion: the event carries none).
+    (never its prompt or completion: the event carries none). Nothing the bus has
+    acknowledged is lost: the handler (``record_request``) returns only once its entry
+    is committed, so an event whose consumer dies first stays pending and another
+    consumer takes it over. Batching is kept: the consumer hands up to
+    ``CONSUMER_CONCURRENCY`` events at once, and the writer commits whatever is queued
+    as soon as a handler waits (a group commit), not after ``flush_seconds``. While the
+    database is down the handlers wait and their events stay pending (the bus's
+    heartbeat keeps them claimed); a consumer that stops leaves them to be delivered again.
+
+    Exactly once: an event can still be delivered twice (its consumer dies after the
+    commit but before the acknowledgement, or it is taken over while the write is slow),
+    so the entry takes the event's id as its own and the repository skips an id it has
+    stored already, checked in the transaction that appends (under the chain's lock on
+    PostgreSQL; SQLite's unique id column turns a race into a retry that then skips). A
+    Redis "seen" marker (``IdempotentHandler``) would be weaker here: it is set after
+    the commit, so a crash between the two would write the entry twice; the database
+    is the one place where "written" and "not written again" are decided together.
 
     With ``max_text_chars`` set (``audit.record_text``), the gateway also hands it each
     chat and completion request's transcript (``record_transcript``): the entry is then
@@ -60,8 +96,9 @@ class AuditRecorder:
         self._flush_seconds = flush_seconds
         self._batch_size = batch_size
         self._max_text_chars = max_text_chars
-        self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=max_queue)
-        self._retry: list[NewAuditEntry] = []
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
+        self._retry: list[tuple[NewAuditEntry, _Item]] = []
+        self._waiting = asyncio.Event()  # a handler waits for a commit: write now
         self._task: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         self.dropped = 0
@@ -74,8 +111,9 @@ class AuditRecorder:
         if self._bus is not None and self._subscription is None:
             consumer = f"{socket.gethostname()}-{os.getpid()}"
             self._subscription = await self._bus.subscribe(
-                RequestCompleted, GROUP, consumer, self.record_request
-            )
+                RequestCompleted, GROUP, consumer, self.record_request,
+                concurrency=CONSUMER_CONCURRENCY,
+            )  # fmt: skip
 
     async def close(self) -> None:
         """Stop consuming, then write what is queued."""
@@ -94,24 +132,29 @@ class AuditRecorder:
 
     def record_nowait(self, entry: NewAuditEntry) -> bool:
         """Queue ``entry``; False (and ``dropped`` + 1) when the queue is full."""
-        return self._queue_nowait(entry, entry.action, entry.target)
+        return self._queue_nowait(_Item(entry), entry.action, entry.target)
 
     def record_transcript(self, event: RequestCompleted, transcript: Transcript) -> None:
         """Queue the entry of a request served here, with its text (built when written)."""
         entry = partial(transcript_entry, event, transcript, self._max_text_chars)
-        self._queue_nowait(entry, f"inference.{event.endpoint}", event.model)
+        self._queue_nowait(_Item(entry), f"inference.{event.endpoint}", event.model)
 
     async def record_request(self, event: RequestCompleted) -> None:
-        """The bus handler: one entry per finished inference request (unless already kept)."""
-        if not event.audited:
-            self.record_nowait(inference_entry(event))
+        """The bus handler: one entry per finished inference request (unless already kept),
+        returning once it is committed (so the bus acknowledges only a written entry)."""
+        if event.audited:
+            return
+        committed = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Item(inference_entry(event), committed))  # waits for room
+        self._waiting.set()
+        await committed
 
-    def _queue_nowait(self, entry: _Queued, action: str, target: str) -> bool:
+    def _queue_nowait(self, item: _Item, action: str, target: str) -> bool:
         if self._queue.full():
             self.dropped += 1
             log.error("audit queue full: dropped %s on %s", action, target)
             return False
-        self._queue.put_nowait(entry)
+        self._queue.put_nowait(item)
         return True
 
     async def flush(self) -> None:
@@ -120,24 +163,35 @@ class AuditRecorder:
             batch = self._retry or self._take(self._batch_size)
             self._retry = []
             try:
-                await self._repo.append(batch)
+                await self._repo.append([entry for entry, _ in batch])
             except (SQLAlchemyError, OSError):
                 log.exception("audit: writing %d entries failed; retrying", len(batch))
                 self._retry = batch
                 return
             self.written += len(batch)
+            for _, item in batch:
+                item.settle()
 
-    def _take(self, limit: int) -> list[NewAuditEntry]:
-        batch: list[NewAuditEntry] = []
+    def _take(self, limit: int) -> list[tuple[NewAuditEntry, _Item]]:
+        batch: list[tuple[NewAuditEntry, _Item]] = []
         while len(batch) < limit and not self._queue.empty():
-            queued = self._queue.get_nowait()
-            batch.append(queued if isinstance(queued, NewAuditEntry) else queued())
+            item = self._queue.get_nowait()
+            queued = item.entry
+            batch.append((queued if isinstance(queued, NewAuditEntry) else queued(), item))
         return batch
 
     async def _write_forever(self) -> None:
         while True:
-            await asyncio.sleep(self._flush_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._flush_seconds):
+                    await self._waiting.wait()
+            self._waiting.clear()
+            # Once more round the loop: the other handlers the consumer started together
+            # queue their entries too, and go in the same transaction.
+            await asyncio.sleep(0)
             await self.flush()
+            if self._retry:
+                await asyncio.sleep(self._flush_seconds)  # the database failed: not at once
 
 
 def inference_entry(event: RequestCompleted) -> NewAuditEntry:
@@ -156,6 +210,7 @@ def inference_entry(event: RequestCompleted) -> NewAuditEntry:
         actor=event.key_id,
         detail=detail,
         at=event.occurred_at,
+        id=event.id if len(event.id) <= _MAX_ID else None,
     )
 
 
@@ -172,7 +227,7 @@ def transcript_entry(
         detail["text_truncated"] = True
     return NewAuditEntry(
         action=entry.action, target=entry.target, outcome=entry.outcome, actor=entry.actor,
-        detail=detail, at=entry.at,
+        detail=detail, at=entry.at, id=entry.id,
     )  # fmt: skip
 
 

@@ -66,6 +66,7 @@ class ConsumerSpec:
     presence_key: str  # sorted set: consumer -> time of its last heartbeat (3 a claim_idle)
     # A group of one replica alone (``replica_group``): destroyed when its consumer stops.
     ephemeral: bool = False
+    concurrency: int = 1  # new entries of a batch handled at once (``EventBus.subscribe``)
 
     def backoff_ms(self, deliveries: int) -> int:
         """How long an entry delivered ``deliveries`` times waits before the next try."""
@@ -256,31 +257,74 @@ class StreamConsumer(Generic[E]):
         entries = entries_of(response)
         # The whole batch is this consumer's until handled: the heartbeat keeps it so.
         self._held = {as_text(message_id): message_id for message_id, _ in entries}
+        size = self._spec.concurrency
+        for start in range(0, len(entries), size):
+            await self._handle_at_once(entries[start : start + size])
+
+    async def _handle_at_once(self, entries: list[tuple[Any, Any]]) -> None:
+        """Handle ``entries`` with their handlers running concurrently; what Redis is told
+        afterwards (one ``XACK`` for those handled, retries and dead letters for the rest)
+        is sent in order, so a batch takes a few connections from the pool, not one each."""
+        if len(entries) == 1:
+            await self._handle(*entries[0], 1)
+            return
+        ready = []
         for message_id, fields in entries:
-            await self._handle(message_id, fields, 1)
+            event = await self._prepare(message_id, fields, 1)
+            if event is not None:
+                ready.append((message_id, fields, event))
+        errors = await asyncio.gather(
+            *(self._run_handler(event, message_id) for message_id, _, event in ready)
+        )
+        handled = [m for (m, _, _), error in zip(ready, errors, strict=True) if error is None]
+        if handled:
+            for message_id in handled:
+                self._failures.pop(as_text(message_id), None)
+            await self._redis.xack(self._spec.stream, self._spec.group, *handled)
+        for (message_id, fields, _), error in zip(ready, errors, strict=True):
+            if error is not None:
+                await self._settle(message_id, fields, 1, error)
 
     async def _handle(
         self, message_id: Any, fields: Mapping[Any, Any] | None, delivery: int
     ) -> None:
+        event = await self._prepare(message_id, fields, delivery)
+        if event is not None:
+            error = await self._run_handler(event, message_id)
+            await self._settle(message_id, fields or {}, delivery, error)
+
+    async def _prepare(
+        self, message_id: Any, fields: Mapping[Any, Any] | None, delivery: int
+    ) -> E | None:
+        """The entry's event, or None once an entry that is not one for this group's
+        handler is acknowledged or dead-lettered."""
         if not fields:
             # A pending entry whose data the stream trimmed away: nothing left to deliver.
             logger.warning("acking trimmed entry %s of %s", as_text(message_id), self._spec.stream)
             await self._ack(message_id)
-            return
+            return None
         only = field_text(fields, ONLY_FIELD)
         if only and only != self._spec.group:
             await self._ack(message_id)  # a retried dead letter meant for another group
-            return
+            return None
         try:
-            event = self._decoder.decode(fields)
+            return self._decoder.decode(fields)
         except PoisonError as exc:
             await self._dead_letter(message_id, fields, str(exc), delivery)
-            return
+            return None
+
+    async def _run_handler(self, event: E, message_id: Any) -> str | None:
+        """Call the handler (the heartbeat keeps the entry meanwhile); why it failed, if so."""
         self._held[as_text(message_id)] = message_id
         try:
-            error = await self._call_handler(event, message_id)
+            return await self._call_handler(event, message_id)
         finally:
             self._held.pop(as_text(message_id), None)
+
+    async def _settle(
+        self, message_id: Any, fields: Mapping[Any, Any], delivery: int, error: str | None
+    ) -> None:
+        """Acknowledge a handled entry; leave a failed one pending, or dead-letter it."""
         if error is None:
             self._failures.pop(as_text(message_id), None)
             await self._ack(message_id)

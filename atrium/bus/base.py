@@ -144,11 +144,17 @@ class EventBus(Protocol):
         group: str,
         consumer: str,
         handler: Callable[[E], Awaitable[None]],
+        *,
+        concurrency: int = 1,
     ) -> Subscription:
         """Deliver events of ``event_type`` to ``handler`` as ``consumer`` of ``group``.
 
         The group exists when this returns, so every event published afterwards
-        reaches it.
+        reaches it. With ``concurrency`` above 1 the consumer hands up to that many
+        events to ``handler`` at once (each still acknowledged alone, when its own call
+        returns), for a handler that waits on work done in batches, such as the audit
+        consumer waiting for its entry's commit; the order of handling is then not the
+        order of publishing.
         """
 
 

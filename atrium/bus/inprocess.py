@@ -118,15 +118,21 @@ class InProcessEventBus:
         group: str,
         consumer: str,
         handler: Callable[[E], Awaitable[None]],
+        *,
+        concurrency: int = 1,
     ) -> Subscription:
         """Start ``consumer`` of ``group``; see ``EventBus.subscribe``."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         topic = event_type_name(event_type)
         state = self._group(topic, group)
         worker = _Consumer(
             state, event_type, handler, self._retry, self._dead_letterer(topic, group, consumer)
         )
         state.consumers += 1
-        task = asyncio.create_task(worker.run(), name=f"atrium.bus.{group}.{consumer}")
+        task = asyncio.create_task(
+            _run_at_once(worker, concurrency), name=f"atrium.bus.{group}.{consumer}"
+        )
 
         def stopped(subscription: TaskSubscription) -> None:
             if subscription in self._subscriptions:  # stop() may run twice
@@ -274,6 +280,14 @@ class _Retry:
 
     def delay(self, attempt: int) -> float:
         return float(min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
+
+
+async def _run_at_once(worker: _Consumer[E], concurrency: int) -> None:
+    """Run ``concurrency`` delivery loops of ``worker`` on its group's queue."""
+    if concurrency == 1:
+        await worker.run()
+        return
+    await asyncio.gather(*(worker.run() for _ in range(concurrency)))
 
 
 class _Consumer(Generic[E]):

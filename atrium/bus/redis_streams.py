@@ -238,15 +238,19 @@ class RedisStreamsEventBus:
         group: str,
         consumer: str,
         handler: Callable[[E], Awaitable[None]],
+        *,
+        concurrency: int = 1,
     ) -> Subscription:
         """Create ``group`` if needed and start ``consumer``; see ``EventBus.subscribe``."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         topic = event_type_name(event_type)
         if self._event_types.get(topic) is not event_type:
             # Fail now: otherwise every entry would be undecodable and dead-lettered.
             raise ValueError(f"event type {topic!r} is not in this bus's registry")
         worker = StreamConsumer(
             self._redis,
-            self._spec(topic, group, consumer),
+            replace(self._spec(topic, group, consumer), concurrency=concurrency),
             Decoder(event_type, self._event_types),
             handler,
         )

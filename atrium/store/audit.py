@@ -9,6 +9,12 @@ Appends are serialised so two writers can never both chain onto the same row: wi
 a process by a lock, across processes on PostgreSQL by a transaction-scoped advisory
 lock, and everywhere by ``seq`` being the primary key (a second row claiming the same
 place fails to insert instead of forking the chain).
+
+An entry may bring its own ``id`` (the audit consumer gives the id of the event it
+records): an entry whose id is in the log already is skipped, checked under the same
+lock and in the same transaction as the insert, so an event delivered twice (the bus
+delivers at least once) is recorded once. The unique ``id`` column backs this up where
+no lock spans processes (SQLite): the second insert fails and is retried, and then skips.
 """
 
 from __future__ import annotations
@@ -70,6 +76,9 @@ class NewAuditEntry:
     address: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    id: str | None = None
+    """The entry's id when the writer has one (an event's id, at most 32 characters):
+    an entry whose id is stored already is not appended again. None: a fresh id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +184,9 @@ class AuditRepository:
         self._lock = asyncio.Lock()
 
     async def append(self, entries: Sequence[NewAuditEntry]) -> list[AuditEntry]:
-        """Chain ``entries`` onto the log in order, in one transaction."""
+        """Chain ``entries`` onto the log in order, in one transaction; returns those
+        appended (an entry whose ``id`` is stored already, or earlier in ``entries``, is
+        skipped)."""
         if not entries:
             return []
         async with self._lock:
@@ -195,9 +206,12 @@ class AuditRepository:
                 await session.execute(
                     text("SELECT pg_advisory_xact_lock(:id)"), {"id": _APPEND_LOCK_ID}
                 )
+            fresh = await _unseen(session, entries)
+            if not fresh:
+                return []
             seq, prev = await _tail(session)
             chained = []
-            for entry in entries:
+            for entry in fresh:
                 seq += 1
                 stored = _chained(seq, prev, entry)
                 prev = stored.hash
@@ -325,8 +339,25 @@ async def _tail(session: AsyncSession) -> tuple[int, str]:
     return (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
 
 
+async def _unseen(session: AsyncSession, entries: Sequence[NewAuditEntry]) -> list[NewAuditEntry]:
+    """``entries`` less those whose id is stored already or came earlier in ``entries``."""
+    ids = {entry.id for entry in entries if entry.id is not None}
+    stored: set[str] = set()
+    if ids:
+        stmt = select(AuditRow.id).where(AuditRow.id.in_(ids))
+        stored = set((await session.scalars(stmt)).all())
+    fresh = []
+    for entry in entries:
+        if entry.id is not None:
+            if entry.id in stored:
+                continue
+            stored.add(entry.id)
+        fresh.append(entry)
+    return fresh
+
+
 def _chained(seq: int, prev: str, entry: NewAuditEntry) -> AuditEntry:
-    entry_id = uuid4().hex
+    entry_id = entry.id or uuid4().hex
     return AuditEntry(
         seq=seq, id=entry_id, at=_utc(entry.at), actor=entry.actor, action=entry.action,
         target=entry.target, address=entry.address, outcome=entry.outcome,
