@@ -14,9 +14,13 @@ from typing import Annotated, Any, TypeVar
 import httpx
 import typer
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
+from atrium._cli_bus import Announcements, announce
+from atrium.api.keys import key_created
+from atrium.bus import KeyChanged
 from atrium.cli_audit import audit_app, audited
 from atrium.cli_events import events_app
 from atrium.cli_kb import kb_app
@@ -268,18 +272,21 @@ def keys_create(
             cache=cache,
         )
 
-    async def create(db: Database) -> str:
+    async def create(db: Database, announced: Announcements) -> str:
         # Never the secret: what the key is and may do.
         detail = {"key_name": name, "team": team, "scopes": sorted(scope or [Scope.INFERENCE])}
         new = await audited(
             db, "cli keys create", KEYS_TARGET, make(db), detail=detail,
             target_of=lambda made: f"{KEYS_TARGET}/{made.record.id}",
         )  # fmt: skip
+        announced(key_created(new.record))
         return new.secret
 
-    secret = _with_store(config, create)
-    out.print("Key created. It is shown only this once:")
-    out.print(secret, highlight=False, soft_wrap=True)
+    def show(secret: str) -> None:
+        out.print("Key created. It is shown only this once:")
+        out.print(secret, highlight=False, soft_wrap=True)
+
+    _with_store_announced(config, create, show)
 
 
 @keys_app.command("list")
@@ -309,15 +316,20 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key's id (from `atrium keys list`).")],
     config: ConfigOption = None,
 ) -> None:
-    """Revoke a key; requests with it are refused from then on."""
-    record = _with_store(
-        config,
-        lambda db: audited(
+    """Revoke a key; requests with it are refused from then on (every replica drops its
+    cached copy when the bus is Redis: ``key.changed``)."""
+
+    async def revoke(db: Database, announced: Announcements) -> ApiKey:
+        record = await audited(
             db, "cli keys revoke", f"{KEYS_TARGET}/{key_id}", ApiKeyRepository(db).revoke(key_id),
             detail={},
-        ),
-    )  # fmt: skip
-    out.print(f"revoked {record.id} ({record.name})")
+        )  # fmt: skip
+        announced(KeyChanged(key_id=record.id))
+        return record
+
+    _with_store_announced(
+        config, revoke, lambda record: out.print(f"revoked {record.id} ({record.name})")
+    )
 
 
 @keys_app.command("cache")
@@ -330,14 +342,20 @@ def keys_cache(
 ) -> None:
     """Set whether a key's deterministic requests are answered from the response cache."""
     value = {CacheChoice.ON: True, CacheChoice.OFF: False, CacheChoice.DEFAULT: None}[choice]
-    record = _with_store(
-        config,
-        lambda db: audited(
+
+    async def set_cache(db: Database, announced: Announcements) -> ApiKey:
+        record = await audited(
             db, "cli keys cache", f"{KEYS_TARGET}/{key_id}",
             ApiKeyRepository(db).set_cache(key_id, value), detail={"cache": value},
-        ),
-    )  # fmt: skip
-    out.print(f"cache {choice.value} for {record.id} ({record.name})")
+        )  # fmt: skip
+        announced(KeyChanged(key_id=record.id))  # replicas' cached copies hold the old choice
+        return record
+
+    _with_store_announced(
+        config,
+        set_cache,
+        lambda record: out.print(f"cache {choice.value} for {record.id} ({record.name})"),
+    )
 
 
 def _print_table(table: Table) -> None:
@@ -444,6 +462,27 @@ def _with_store(config: Path | None, work: Callable[[Database], Awaitable[T]]) -
         return asyncio.run(run())
     except AtriumError as exc:
         raise _fail(exc.message) from None
+
+
+def _with_store_announced(
+    config: Path | None,
+    work: Callable[[Database, Announcements], Awaitable[T]],
+    show: Callable[[T], None],
+) -> None:
+    """``_with_store``, ``show`` its result, then publish the events ``work`` kept on the
+    bus (see ``atrium._cli_bus``). The change stays made when announcing fails: the
+    command says so on stderr and exits with 1, after showing what it made."""
+    settings = _settings(config)
+    announced = Announcements()
+    show(_with_store(config, lambda db: work(db, announced)))
+    try:
+        asyncio.run(announce(settings, announced))
+    except RedisError as exc:
+        raise _fail(
+            f"the change is stored, but announcing it on the bus failed ({exc}); other "
+            f"replicas drop their cached copies within auth.cache_ttl_seconds "
+            f"({settings.auth.cache_ttl_seconds:g} s)"
+        ) from None
 
 
 def _require_key(api_key: str | None) -> str:

@@ -136,7 +136,8 @@ def teams_router(teams: TeamRepository, auth: KeyAuthenticator) -> APIRouter:
     return router
 
 
-def _created(record: ApiKey) -> KeyCreated:
+def key_created(record: ApiKey) -> KeyCreated:
+    """The ``key.created`` event of a new key (the admin API's and ``atrium keys create``'s)."""
     return KeyCreated(
         key_id=record.id,
         name=record.name,
@@ -169,7 +170,7 @@ def keys_router(
         fields = body.model_dump(exclude={"team"})
         new = await keys.create(**fields, team=await _team(teams, body.team))
         if publish is not None:
-            publish(_created(new.record))
+            publish(key_created(new.record))
         return json_response({**new.record.to_public(), "key": new.secret}, status=201)
 
     @router.get("")

@@ -48,20 +48,23 @@ class KeyChanged(Event):
     """
 
     type = "key.changed"
-    publisher = "atrium.gateway.auth (revoked keys, ended web sessions)"
+    publisher = (
+        "atrium.gateway.auth (revoked keys, ended web sessions), atrium.cli "
+        "(`atrium keys revoke` and `keys cache`; `atrium users set-password` ends sessions)"
+    )
 
     key_id: str
 
 
 class KeyCreated(Event):
-    """An API key was created through the admin API: who owns it and what it may do.
+    """An API key was created (admin API or CLI): who owns it and what it may do.
 
     Carries the key's id, name and permissions, never key material (the secret is shown
     once, to the admin who created it, and nowhere else).
     """
 
     type = "key.created"
-    publisher = "atrium.api.keys (POST /v1/admin/keys)"
+    publisher = "atrium.api.keys (POST /v1/admin/keys), atrium.cli (`atrium keys create`)"
 
     key_id: str
     name: str
@@ -72,14 +75,18 @@ class KeyCreated(Event):
 
 
 class UserChanged(Event):
-    """A web UI user was created or changed by an admin (role, disabled, password reset).
+    """A web UI user was created or changed by an admin (role, disabled, password reset),
+    through the admin API or the CLI.
 
     ``change`` is ``created`` or ``updated``; ``fields`` names what an update changed
     (``role``, ``disabled``, ``display_name``, ``password``). Never a password or hash.
     """
 
     type = "user.changed"
-    publisher = "atrium.users.service (users created and changed through the admin API)"
+    publisher = (
+        "atrium.users.service (users created and changed through the admin API and by "
+        "`atrium users create-admin` and `set-password`)"
+    )
 
     user_id: str
     username: str
