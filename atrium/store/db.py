@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -58,6 +58,19 @@ class Database:
     def session(self) -> AsyncSession:
         """A new session; use it as ``async with db.session() as session:``."""
         return self._sessions()
+
+    async def insert(self, row: object, conflict: Exception) -> None:
+        """Add ``row`` and commit; a unique or foreign-key violation raises ``conflict``.
+
+        The session is rolled back first, so nothing of the row is left behind.
+        """
+        async with self.session() as session:
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError as exc:
+                await session.rollback()
+                raise conflict from exc
 
     async def migrate(self) -> None:
         """Apply every Alembic migration up to head; a no-op when already there."""

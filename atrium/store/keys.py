@@ -14,7 +14,6 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import Row, Select, func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.store.db import Database
@@ -259,14 +258,8 @@ class ApiKeyRepository:
         return int(total or 0)
 
     async def _insert(self, row: ApiKeyRow) -> None:
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError as exc:
-                await session.rollback()
-                msg = "a key with this secret already exists"
-                raise InvalidRequestError(msg, param="secret") from exc
+        msg = "a key with this secret already exists"
+        await self._db.insert(row, InvalidRequestError(msg, param="secret"))
 
 
 def _with_team() -> Select[ApiKeyRow, TeamRow]:

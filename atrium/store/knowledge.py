@@ -127,13 +127,8 @@ class KnowledgeRepository:
         row = KnowledgeBaseRow(
             id=new_id("kb"), name=name, spec=spec, created_at=now, updated_at=now
         )
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError:
-                msg = f"a knowledge base named {name!r} exists"
-                raise InvalidRequestError(msg, param="name") from None
+        msg = f"a knowledge base named {name!r} exists"
+        await self._db.insert(row, InvalidRequestError(msg, param="name"))
         return _kb(row)
 
     async def find_kb(self, id_or_name: str) -> KnowledgeBaseRecord | None:

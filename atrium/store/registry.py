@@ -111,12 +111,7 @@ class RegistryRepository:
         row = RegisteredModelRow(
             id=new_id("mdl"), name=name, description=description, created_at=now, updated_at=now
         )
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError:
-                raise ConflictError(f"a model named {name!r} exists", param="name") from None
+        await self._db.insert(row, ConflictError(f"a model named {name!r} exists", param="name"))
         return _model(row)
 
     async def find_model(self, id_or_name: str) -> ModelRecord | None:

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from atrium.core.errors import InvalidRequestError, NotFoundError
 from atrium.store.db import Database
@@ -91,14 +90,8 @@ class TeamRepository:
             budget_period=budget_period,
             created_at=self._clock(),
         )
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError as exc:
-                await session.rollback()
-                msg = f"a team named {name!r} already exists"
-                raise InvalidRequestError(msg, param="name") from exc
+        msg = f"a team named {name!r} already exists"
+        await self._db.insert(row, InvalidRequestError(msg, param="name"))
         return team_from_row(row)
 
     async def get(self, team_id: str) -> Team:

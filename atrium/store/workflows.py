@@ -125,13 +125,7 @@ class WorkflowRepository:
             created_at=now,
             updated_at=now,
         )
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError:
-                msg = f"a workflow named {name!r} exists"
-                raise ConflictError(msg, param="name") from None
+        await self._db.insert(row, ConflictError(f"a workflow named {name!r} exists", param="name"))
         return _workflow(row)
 
     async def get_workflow(self, id_or_name: str) -> WorkflowRecord:

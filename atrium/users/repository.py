@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Any, Final
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from atrium.core.errors import ConflictError, InvalidRequestError, NotFoundError
 from atrium.store.db import Database
@@ -120,14 +119,8 @@ class UserRepository:
             created_at=now,
             updated_at=now,
         )
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError as exc:
-                await session.rollback()
-                msg = f"the username {row.username!r} is taken"
-                raise ConflictError(msg, param="username", code="username_taken") from exc
+        msg = f"the username {row.username!r} is taken"
+        await self._db.insert(row, ConflictError(msg, param="username", code="username_taken"))
         return _user(row)
 
     async def credentials(self, username: str) -> tuple[User, str] | None:
@@ -190,14 +183,8 @@ class UserRepository:
         row = UserIdentityRow(
             issuer=issuer, subject=subject, user_id=user_id, created_at=self._clock()
         )
-        async with self._db.session() as session:
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError as exc:
-                await session.rollback()
-                msg = f"the identity {subject!r} of {issuer!r} or this user is bound already"
-                raise ConflictError(msg, code="identity_bound") from exc
+        msg = f"the identity {subject!r} of {issuer!r} or this user is bound already"
+        await self._db.insert(row, ConflictError(msg, code="identity_bound"))
 
     async def identities(self, user_id: str) -> builtins.list[dict[str, str]]:
         """The provider subjects ``user_id`` is bound to, oldest first (JSON-safe)."""
