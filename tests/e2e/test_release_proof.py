@@ -84,7 +84,9 @@ def config(tmp_path: Path, watch: Path) -> dict[str, Any]:
         "gates": "quick",
         "canary": {
             "step_weights": [50, 100],
-            "interval_seconds": 6,
+            # Long enough for each arm to see min_requests from two users on a loaded
+            # machine (at 6 s a busy run advanced a step for want of traffic).
+            "interval_seconds": 10,
             "checks_per_interval": 3,
             # Latency judgement has its own tests; on two busy cores the proof is about
             # errors and client-visible failures, so the latency ratios are wide.
@@ -167,8 +169,8 @@ async def test_detect_gate_canary_promote_then_roll_back_a_bad_version(world: Wo
         await asyncio.gather(*users)
     assert v2["version"] == 2
     events = [e.get("event") for e in v2["timeline"]]
-    assert "analysis at 50%: pass" in events
-    assert "analysis at 100%: pass" in events
+    assert "analysis at 50%: pass" in events, v2["timeline"]
+    assert "analysis at 100%: pass" in events, v2["timeline"]
     assert v3["status"] == "rolled_back", (v3["reason"], v3["timeline"])
     assert "error rate" in v3["reason"]
     assert "canary at 100%" not in [e.get("event") for e in v3["timeline"]]  # first step only
