@@ -18,23 +18,36 @@ Everything runs through the production code on 127.0.0.1:
   a platform (``build_app``: request id, body limit, tracing, auth, audit, routing)
   driven in-process by httpx, with tracing off, and on with sampling 1% and 100%
   (spans batched to an in-memory exporter, so span export work is counted as in
-  production, minus the network). The rounds are interleaved and the median kept.
+  production, minus the network). The rounds are interleaved and the median kept;
+- tracing on the chat path: the same for a non-streaming ``POST /v1/chat/completions``
+  through the gateway to an OpenAI-compatible upstream (``_chat_upstream.py``, a fixed
+  answer, in a process of its own so that its CPU is not counted): a sampled request
+  has the server span, the ``router`` span and one ``backend`` span per upstream call.
 
 The machine is shared: before each measured case the script waits for a quiet machine
 and records the CPU other processes used meanwhile (``foreign_cores_during``).
 
-    .venv/bin/python bench/events_bus.py               # about 4 minutes on a quiet machine
+    .venv/bin/python bench/events_bus.py               # about 5 minutes on a quiet machine
     .venv/bin/python bench/events_bus.py --events 2000 --requests 300 --no-write  # smoke
+    .venv/bin/python bench/events_bus.py --parts chat  # one part; the others are kept
+
+``--parts`` measures some parts only (``bus``, ``tracing``, ``chat``, ``audit``); the
+results of the others are carried over from the last ``results/events_bus.json``, and
+``measured`` in the JSON says when and on which commit each part was measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -42,9 +55,14 @@ from uuid import uuid4
 import httpx
 import redis.asyncio as aioredis
 from _common import (
+    BENCH_DIR,
+    RESULTS_DIR,
+    WORK_DIR,
     AtriumSource,
     ForeignLoad,
     JSONDict,
+    ManagedProcess,
+    free_port,
     machine_facts,
     markdown_table,
     ms,
@@ -52,6 +70,7 @@ from _common import (
     run_main,
     summary,
     wait_for_quiet,
+    wait_http_ok,
     write_results,
 )
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -68,6 +87,13 @@ NAME = "events_bus"
 #: An audited read (admin paths are audited, reads included), cheap to answer.
 AUDITED = "/v1/admin/alerts"
 KEY = "atr-" + "e" * 40
+CHAT = "/v1/chat/completions"
+CHAT_BODY: JSONDict = {
+    "model": "mock-gpt",
+    "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+    "max_tokens": 16,
+}
+PARTS = ("bus", "tracing", "chat", "audit")
 
 
 def _event() -> RequestCompleted:
@@ -128,10 +154,16 @@ async def _bus_case(consumers: int, events: int, rate: float | None) -> JSONDict
     }
 
 
-def _settings(data_dir: Path, sampling: float | None, *, audit: bool) -> Settings:
+def _settings(
+    data_dir: Path, sampling: float | None, *, audit: bool, upstream: int | None = None
+) -> Settings:
     tracing: dict[str, Any] = {"enabled": sampling is not None}
     if sampling is not None:
         tracing["sampling_ratio"] = sampling
+    models: JSONDict = {}
+    if upstream is not None:
+        base_url = f"http://127.0.0.1:{upstream}/v1"
+        models["mock-gpt"] = {"backend": "openai_compat", "base_url": base_url}
     return Settings.model_validate(
         {
             "data_dir": data_dir,
@@ -139,8 +171,26 @@ def _settings(data_dir: Path, sampling: float | None, *, audit: bool) -> Setting
             "workflows": {"enabled": False},
             "tracing": tracing,
             "audit": {"record_api_calls": audit},
+            **({"models": models} if models else {}),
         }
     )
+
+
+@contextlib.contextmanager
+def chat_upstream() -> Iterator[int]:
+    """``_chat_upstream.py`` on a free port, in a process of its own; yields the port."""
+    port = free_port()
+    process = ManagedProcess(
+        "chat upstream",
+        [sys.executable, str(BENCH_DIR / "_chat_upstream.py"), "--port", str(port)],
+        WORK_DIR / "events_bus" / "chat_upstream.log",
+    )
+    try:
+        process.start()
+        wait_http_ok(port, "/v1/models", process, timeout=30)
+        yield port
+    finally:
+        process.stop()
 
 
 async def _app_case(
@@ -150,14 +200,18 @@ async def _app_case(
     *,
     path: str = "/v1/models",
     audit: bool = True,
+    upstream: int | None = None,
 ) -> JSONDict:
-    """CPU ms per GET ``path`` through the app, median of ``rounds`` rounds.
+    """CPU ms per GET ``path`` through the app, median of ``rounds`` rounds; with
+    ``upstream`` (its port), per chat completion to the model served there instead.
 
     Each round ends with the audit recorder's flush, so the audit entries' writes
     (hash chain and insert, batched off the request) are counted in the round.
     """
+    if upstream is not None:
+        path = CHAT
     with tempfile.TemporaryDirectory(prefix="atrium-bench-") as tmp:
-        settings = _settings(Path(tmp), sampling, audit=audit)
+        settings = _settings(Path(tmp), sampling, audit=audit, upstream=upstream)
         platform = build_platform(settings, announce_key=lambda _: None)
         exporter = InMemorySpanExporter()
         if platform.tracing is not None:
@@ -171,14 +225,21 @@ async def _app_case(
                 base_url="http://atrium",
                 headers={"authorization": f"Bearer {KEY}"},
             ) as client:
+
+                async def send() -> httpx.Response:
+                    if upstream is None:
+                        return await client.get(path)
+                    return await client.post(path, json=CHAT_BODY)
+
                 for _ in range(50):  # warm-up: imports, caches, first spans
-                    assert (await client.get(path)).status_code == 200
+                    answer = await send()
+                    assert answer.status_code == 200, answer.text
                 await platform.audit_recorder.flush()
                 meter = ForeignLoad().start()
                 for _ in range(rounds):
                     cpu0 = time.process_time()
                     for _ in range(requests):
-                        await client.get(path)
+                        await send()
                     await platform.audit_recorder.flush()
                     per_round.append((time.process_time() - cpu0) / requests * 1000)
                 foreign = meter.stop()
@@ -197,12 +258,29 @@ async def _app_case(
             "cpu_ms_per_request": round(statistics.median(per_round), 4),
             "cpu_ms_per_request_rounds": [round(x, 4) for x in per_round],
             "spans_exported": len(exporter.get_finished_spans()),
+            "spans_by_name": dict(
+                collections.Counter(span.name for span in exporter.get_finished_spans())
+            ),
             "foreign_cores_during": foreign,
         }
 
 
 async def measure(args: argparse.Namespace) -> JSONDict:
-    """Every case, each after a quiet wait."""
+    """The cases of every part in ``args.parts``, each after a quiet wait."""
+    measured: JSONDict = {}
+    if "bus" in args.parts:
+        measured["bus"] = await _measure_bus(args)
+    if "tracing" in args.parts:
+        measured["tracing"] = await _measure_tracing(args)
+    if "chat" in args.parts:
+        with chat_upstream() as port:
+            measured["chat_tracing"] = await _measure_tracing(args, upstream=port)
+    if "audit" in args.parts:
+        measured["audit"] = await _measure_audit(args)
+    return measured
+
+
+async def _measure_bus(args: argparse.Namespace) -> list[JSONDict]:
     bus: list[JSONDict] = []
     for rate in (None, args.rate):
         for consumers in (1, 2):
@@ -213,14 +291,27 @@ async def measure(args: argparse.Namespace) -> JSONDict:
             print(f"bus {consumers} consumer(s) rate {rate}: {row['events_per_s']} ev/s, "
                   f"p50 {row['latency_ms']['p50']} ms p99 {row['latency_ms']['p99']} ms "
                   f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
+    return bus
+
+
+async def _measure_tracing(
+    args: argparse.Namespace, *, upstream: int | None = None
+) -> list[JSONDict]:
+    """Tracing off, at 1% and at 100%: GET /v1/models, or a chat completion (``upstream``)."""
     tracing: list[JSONDict] = []
+    what = "tracing" if upstream is None else "chat tracing"
     for sampling in (None, 0.01, 1.0):
         quiet = wait_for_quiet(args.max_foreign_cores, timeout_s=args.quiet_timeout)
-        row = await _app_case(sampling, args.requests, args.rounds)
+        row = await _app_case(sampling, args.requests, args.rounds, upstream=upstream)
         tracing.append(row | {"quiet_wait": quiet})
-        print(f"tracing {sampling}: {row['cpu_ms_per_request']} CPU ms/request "
+        print(f"{what} {sampling}: {row['cpu_ms_per_request']} CPU ms/request, "
+              f"spans {row['spans_by_name']} "
               f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
     _overheads(tracing)
+    return tracing
+
+
+async def _measure_audit(args: argparse.Namespace) -> list[JSONDict]:
     audit: list[JSONDict] = []
     for record in (False, True):
         quiet = wait_for_quiet(args.max_foreign_cores, timeout_s=args.quiet_timeout)
@@ -230,7 +321,7 @@ async def measure(args: argparse.Namespace) -> JSONDict:
               f"{row['audit_entries']} entries "
               f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
     _overheads(audit)
-    return {"bus": bus, "tracing": tracing, "audit": audit}
+    return audit
 
 
 def _overheads(rows: list[JSONDict]) -> None:
@@ -247,92 +338,103 @@ async def _audit_entries(platform: Platform) -> int:
         return int(await session.scalar(select(func.count()).select_from(AuditRow)) or 0)
 
 
+def _spans(row: JSONDict) -> str:
+    """Spans exported, with the chat path's router and backend spans among them."""
+    by_name: dict[str, int] = row.get("spans_by_name", {})
+    inner = [f"{by_name[name]:,} {name}" for name in ("router", "backend") if name in by_name]
+    return f"{row['spans_exported']:,}" + (f" ({', '.join(inner)})" if inner else "")
+
+
+def _tracing_table(rows: list[JSONDict]) -> str:
+    return markdown_table(
+        ["tracing", "CPU ms/request", "overhead ms", "overhead", "spans", "other work (cores)"],
+        [
+            [
+                "off" if row["sampling"] is None else f"{row['sampling'] * 100:g}%",
+                ms(row["cpu_ms_per_request"], 3),
+                ms(row["overhead_cpu_ms"], 3),
+                f"{row['overhead_percent']:+.1f}%",
+                _spans(row),
+                ms(row["foreign_cores_during"]),
+            ]
+            for row in rows
+        ],
+    )
+
+
+def _bus_table(rows: list[JSONDict]) -> str:
+    headers = ["publishing", "consumers", "events", "events/s", "p50 ms", "p99 ms",
+               "bench CPU ms/event", "other work (cores)"]  # fmt: skip
+    return markdown_table(
+        headers,
+        [
+            [
+                "flat out" if row["rate"] is None else f"{row['rate']:g}/s",
+                str(row["consumers"]),
+                f"{row['events']:,}",
+                f"{row['events_per_s']:,.0f}",
+                ms(row["latency_ms"]["p50"]),
+                ms(row["latency_ms"]["p99"]),
+                ms(row["bench_cpu_ms_per_event"], 3),
+                ms(row["foreign_cores_during"]),
+            ]
+            for row in rows
+        ],
+    )
+
+
+def _audit_table(rows: list[JSONDict]) -> str:
+    headers = ["audit", "request", "CPU ms/request", "overhead ms", "overhead", "entries",
+               "other work (cores)"]  # fmt: skip
+    return markdown_table(
+        headers,
+        [
+            [
+                "on" if row["audit"] else "off",
+                f"`GET {row['path']}`",
+                ms(row["cpu_ms_per_request"], 3),
+                ms(row["overhead_cpu_ms"], 3),
+                f"{row['overhead_percent']:+.1f}%",
+                f"{row['audit_entries']:,}",
+                ms(row["foreign_cores_during"]),
+            ]
+            for row in rows
+        ],
+    )
+
+
 def markdown(data: JSONDict) -> str:
-    """The two tables."""
-    bus_rows = [
-        [
-            "flat out" if row["rate"] is None else f"{row['rate']:g}/s",
-            str(row["consumers"]),
-            f"{row['events']:,}",
-            f"{row['events_per_s']:,.0f}",
-            ms(row["latency_ms"]["p50"]),
-            ms(row["latency_ms"]["p99"]),
-            ms(row["bench_cpu_ms_per_event"], 3),
-            ms(row["foreign_cores_during"]),
-        ]
-        for row in data["bus"]
-    ]
-    tracing_rows = [
-        [
-            "off" if row["sampling"] is None else f"{row['sampling'] * 100:g}%",
-            ms(row["cpu_ms_per_request"], 3),
-            ms(row["overhead_cpu_ms"], 3),
-            f"{row['overhead_percent']:+.1f}%",
-            str(row["spans_exported"]),
-            ms(row["foreign_cores_during"]),
-        ]
-        for row in data["tracing"]
-    ]
-    audit_rows = [
-        [
-            "on" if row["audit"] else "off",
-            f"`GET {row['path']}`",
-            ms(row["cpu_ms_per_request"], 3),
-            ms(row["overhead_cpu_ms"], 3),
-            f"{row['overhead_percent']:+.1f}%",
-            f"{row['audit_entries']:,}",
-            ms(row["foreign_cores_during"]),
-        ]
-        for row in data.get("audit", [])
-    ]
+    """A table per part measured (or carried over)."""
     machine = data["machine"]
-    return "\n\n".join(
-        [
+    sections: list[str] = []
+    if "bus" in data:
+        sections += [
             f"Redis Streams (Redis {data['redis_version']}), `request.completed` events, "
             f"on {machine['cpu_model']} ({machine['cpus_usable']} cores, shared). "
             "Latency: publish (XADD) to the end of the handler; the XACK follows at once.",
-            markdown_table(
-                [
-                    "publishing",
-                    "consumers",
-                    "events",
-                    "events/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "bench CPU ms/event",
-                    "other work (cores)",
-                ],
-                bus_rows,
-            ),
+            _bus_table(data["bus"]),
+        ]
+    if "tracing" in data:
+        sections += [
             "Tracing: CPU per `GET /v1/models` through the whole app in-process (client "
             "included, the same in every row); spans batched to an in-memory exporter.",
-            markdown_table(
-                [
-                    "tracing",
-                    "CPU ms/request",
-                    "overhead ms",
-                    "overhead",
-                    "spans",
-                    "other work (cores)",
-                ],
-                tracing_rows,
-            ),
-            "Audit on the request path: CPU per audited request (an admin read), each round "
-            "including the flush of its entries (hash chain and insert, batched).",
-            markdown_table(
-                [
-                    "audit",
-                    "request",
-                    "CPU ms/request",
-                    "overhead ms",
-                    "overhead",
-                    "entries",
-                    "other work (cores)",
-                ],
-                audit_rows,
-            ),
+            _tracing_table(data["tracing"]),
         ]
-    )
+    if "chat_tracing" in data:
+        sections += [
+            "Tracing on the chat path: CPU per non-streaming `POST /v1/chat/completions` "
+            "through the gateway (client included) to an OpenAI-compatible upstream in "
+            "another process (its CPU not counted); a sampled request exports the server "
+            "span, the `router` span and a `backend` span per upstream call.",
+            _tracing_table(data["chat_tracing"]),
+        ]
+    if "audit" in data:
+        sections += [
+            "Audit on the request path: CPU per audited request (an admin read), each "
+            "round including the flush of its entries (hash chain and insert, batched).",
+            _audit_table(data["audit"]),
+        ]
+    return "\n\n".join(sections)
 
 
 def parse_args() -> argparse.Namespace:
@@ -346,8 +448,47 @@ def parse_args() -> argparse.Namespace:
     add("--max-foreign-cores", type=float, default=0.25, help="quiet: other work under this")
     add("--quiet-timeout", type=float, default=60.0, help="longest wait for quiet (s), per case")
     add("--json", type=Path, default=None, help="also write the whole result here")
+    add("--parts", type=lambda s: s.split(","), default=list(PARTS),
+        help=f"comma-separated parts to measure ({','.join(PARTS)}); the others are kept "
+        "from the last results")  # fmt: skip
     add("--no-write", action="store_true", help="print the tables, write no result files")
     return parser.parse_args()
+
+
+_RESULT_PARTS = ("bus", "tracing", "chat_tracing", "audit")
+
+
+def _previous() -> JSONDict:
+    path = RESULTS_DIR / f"{NAME}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _carried_over(results: JSONDict) -> JSONDict:
+    """The parts not measured now, from the last results."""
+    previous = _previous()
+    return {k: previous[k] for k in _RESULT_PARTS if k in previous and k not in results}
+
+
+def _measured(results: JSONDict, facts: JSONDict, settings: JSONDict) -> JSONDict:
+    """When, on which commit and with which settings each part was measured."""
+    previous = _previous()
+    machine = previous.get("machine", {})
+    atrium = machine.get("atrium", {})
+    measured: JSONDict = {
+        k: {"timestamp_utc": machine.get("timestamp_utc"), "commit": atrium.get("commit"),
+            "settings": previous.get("settings")}
+        for k in _RESULT_PARTS if k in previous and k not in results
+    }  # fmt: skip
+    measured |= previous.get("measured", {})
+    for part in results:
+        measured[part] = {
+            "timestamp_utc": facts["timestamp_utc"],
+            "commit": facts["atrium"]["commit"],
+            "atrium_dirty": facts["atrium"]["atrium_dirty"],
+            "load_average_1_5_15": facts["load_average_1_5_15"],
+            "settings": settings,
+        }
+    return {k: measured[k] for k in _RESULT_PARTS if k in measured}
 
 
 def main() -> None:
@@ -367,22 +508,28 @@ def main() -> None:
         AtriumSource(), redis_py=package_version("redis"),
         opentelemetry_sdk=package_version("opentelemetry-sdk"),
     )  # fmt: skip
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        raise SystemExit(f"unknown parts {sorted(unknown)}: pick from {', '.join(PARTS)}")
+    settings = {
+        "events": args.events,
+        "rate": args.rate,
+        "requests": args.requests,
+        "rounds": args.rounds,
+        "max_foreign_cores": args.max_foreign_cores,
+        "quiet_timeout_s": args.quiet_timeout,
+    }
     results = asyncio.run(measure(args))
     data: JSONDict = {
         "name": NAME,
         "machine": facts,
         "redis_version": asyncio.run(redis_version()),
-        "settings": {
-            "events": args.events,
-            "rate": args.rate,
-            "requests": args.requests,
-            "rounds": args.rounds,
-            "max_foreign_cores": args.max_foreign_cores,
-            "quiet_timeout_s": args.quiet_timeout,
-        },
+        "settings": settings,
+        **_carried_over(results),
         **results,
         "wall_minutes": round((time.monotonic() - started) / 60, 1),
     }
+    data["measured"] = _measured(results, facts, settings)
     text = markdown(data)
     print(text)
     if args.json is not None:
