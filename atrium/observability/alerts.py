@@ -11,7 +11,8 @@ With several replicas, each evaluates every rule: event rules hear every event (
 consumer group of the replica's own), metric rules read the replica's own registry
 (fleet-wide metric alerting is Prometheus' job: ``deploy/prometheus-rules.yaml``). With
 Redis, each transition is claimed fleet-wide (:mod:`atrium.observability.alert_claims`)
-so that it is notified, and announced on the bus, once.
+so that it is notified, and announced on the bus, once; an alert whose firing replicas
+all died is resolved by a live replica that does not fire it.
 """
 
 from __future__ import annotations
@@ -34,10 +35,17 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.samples import Sample
 
 from atrium.bus.admin import ManagedBus
-from atrium.bus.base import Event, Subscription, is_replica_group, replica_group
+from atrium.bus.base import (
+    Event,
+    Subscription,
+    cancel_and_wait,
+    is_replica_group,
+    raise_if_cancel_requested,
+    replica_group,
+)
 from atrium.bus.events import EVENT_TYPES, AlertFired, AlertResolved
 from atrium.core.netguard import NetworkPolicy
-from atrium.observability.alert_claims import FleetClaims
+from atrium.observability.alert_claims import FleetClaims, ToldAlert
 from atrium.observability.config import AlertRule, AlertSettings
 from atrium.observability.metrics import BusMetrics, WorkerMetrics
 from atrium.observability.notifications import (
@@ -214,6 +222,7 @@ class AlertEngine:
         self._registry = registry
         self._notifications = notifications
         self._clock = clock
+        self._by_name = {r.name: r for r in self.rules}
         self._histories = {r.name: _History(r.window_seconds) for r in self.rules}
         self._events_sum: dict[str, deque[tuple[float, float]]] = {
             r.name: deque() for r in self.rules
@@ -403,11 +412,12 @@ class AlertEngine:
             alert.claim_key = claims.key(alert.rule, alert.labels)
         key = alert.claim_key or claims.key(alert.rule, alert.labels)
         event = _event_of(alert)
+        told = _told(alert, self.replica)
 
         async def claim() -> bool:
             if state == "firing":
                 try:
-                    won = alert.sent_firing = await claims.firing(key)
+                    won = alert.sent_firing = await claims.firing(key, told)
                 finally:
                     alert.claimed.set()
             else:
@@ -425,6 +435,30 @@ class AlertEngine:
             keys = [a.claim_key for a in self.active.values() if a.state == "firing"]
             await self._claims.keep([k for k in keys if k is not None])
 
+    async def resolve_abandoned(self) -> list[Alert]:
+        """Send the resolve of each alert the fleet was told fires whose firing replicas
+        are all gone (died, or stopped for longer than their claims' TTL) and that this
+        replica does not fire or hold pending; return those alerts (none without claims)."""
+        if self._claims is None:
+            return []
+        here = {self._claims.key(a.rule, a.labels) for a in self.active.values()}
+        here |= {a.claim_key for a in self.active.values() if a.claim_key is not None}
+        return [self._resolve_told(told) for told in await self._claims.abandoned(here)]
+
+    def _resolve_told(self, told: ToldAlert) -> Alert:
+        now = datetime.now(UTC)
+        alert = Alert(told.rule, told.severity, told.summary, "resolved", None, told.labels,
+                      told.fired_at, self._clock(), fired_at=told.fired_at, resolved_at=now,
+                      replica=self.replica)  # fmt: skip
+        log.warning("alert %s resolved: %s, the last replica firing it, is gone",
+                    told.rule, told.replica)  # fmt: skip
+        self.resolved.appendleft(alert)
+        rule = self._by_name.get(told.rule)  # a rule since removed: every notifier
+        self._notifications.notify(alert.notice(), rule.notify if rule is not None else [])
+        if self._publish is not None:
+            self._publish(_event_of(alert))
+        return alert
+
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
         """Alerts by state, for the admin API."""
         by_state: dict[str, list[dict[str, Any]]] = {"firing": [], "pending": [], "resolved": []}
@@ -437,6 +471,13 @@ class AlertEngine:
 def this_replica() -> str:
     """A name for this replica: host, process and a random part (two in one process)."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _told(alert: Alert, replica: str) -> ToldAlert:
+    """What the fleet keeps of a firing ``alert`` for its resolve."""
+    fired_at = alert.fired_at or alert.started_at
+    return ToldAlert(alert.rule, alert.severity, alert.summary, dict(alert.labels), fired_at,
+                     replica)  # fmt: skip
 
 
 def _event_of(alert: Alert) -> AlertFired | AlertResolved:
@@ -524,6 +565,7 @@ class AlertService:
             self._worker_metrics.update(await self._workers())
         self.engine.evaluate()
         await self.engine.keep_claims()
+        await self.engine.resolve_abandoned()
 
     async def _run(self) -> None:
         while True:
@@ -532,13 +574,13 @@ class AlertService:
             except Exception:
                 # The loop must outlive a failing bus or registry: log, and try next time.
                 log.exception("alert evaluation failed")
+            raise_if_cancel_requested()  # one that redis-py swallowed (a tick is all Redis)
             await asyncio.sleep(self._interval)
 
     async def close(self) -> None:
         """Stop evaluating, unsubscribe, cancel deliveries still retrying."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await cancel_and_wait(self._task)
         for subscription in self._subscriptions:
             await subscription.stop()
         await self.notifications.close()
@@ -583,7 +625,9 @@ def build_alert_service(
     claims = None
     if redis is not None:
         # Each firing replica renews its claim every evaluation; one silent this long is gone.
-        ttl = max(CLAIM_TTL_MIN_SECONDS, 4 * settings.interval_seconds)
+        ttl = settings.claim_ttl_seconds or max(
+            CLAIM_TTL_MIN_SECONDS, 4 * settings.interval_seconds
+        )
         claims = FleetClaims(redis, name, prefix=settings.redis_prefix, ttl_seconds=ttl)
     engine = AlertEngine(settings.rules, registry, notifications, history=settings.history,
                          publish=publish, claims=claims, replica=name)  # fmt: skip

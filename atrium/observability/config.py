@@ -169,6 +169,12 @@ class AlertSettings(BaseModel):
         "atrium:alerts:", min_length=1,
         description="Redis key prefix of the claims that notify each alert once per fleet.",
     )  # fmt: skip
+    claim_ttl_seconds: float | None = Field(
+        None, gt=0.0,
+        description="How long a firing replica's claim outlives its last evaluation: a "
+        "replica silent this long is gone, and a live one sends the resolve of the alerts "
+        "it alone fired (default: 4 intervals, at least 30 s).",
+    )  # fmt: skip
     allow_private_networks: bool = Field(
         False, description="Let webhooks reach private addresses (an in-house receiver)."
     )
@@ -189,4 +195,9 @@ class AlertSettings(BaseModel):
             unknown = set(rule.notify) - known
             if unknown:
                 raise ValueError(f"alert rule {rule.name!r} names unknown notifiers {unknown}")
+        ttl = self.claim_ttl_seconds
+        if ttl is not None and ttl < 2 * self.interval_seconds:
+            # A replica renews its claims once an interval: a shorter TTL lapses between
+            # two evaluations, and the others would resolve alerts it still fires.
+            raise ValueError("alerts.claim_ttl_seconds must be at least 2 intervals")
         return self

@@ -1,16 +1,22 @@
 """Alerting with several replicas on a real Redis: every replica's engine hears every
 event (a consumer group of its own), and each alert transition is notified, and
-announced on the bus, once for the whole fleet (claimed in Redis)."""
+announced on the bus, once for the whole fleet (claimed in Redis), also when the
+replica that fired an alert dies before it resolves."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from uuid import uuid4
@@ -24,7 +30,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from atrium.bus import Event, EventPublisher, RedisStreamsEventBus
 from atrium.bus.events import AlertFired, AlertResolved, KnowledgeSynced
 from atrium.core.netguard import NetworkPolicy
-from atrium.observability.alert_claims import FleetClaims
+from atrium.observability.alert_claims import FleetClaims, ToldAlert, claim_key
 from atrium.observability.alerts import AlertEngine, AlertService, build_alert_service
 from atrium.observability.config import AlertSettings
 from atrium.observability.notifications import Notifications, build_notifiers, webhook_client
@@ -207,8 +213,10 @@ class Replica:
                    notifications)  # fmt: skip
 
     async def step(self) -> None:
+        """One evaluation, as ``AlertService.tick`` runs it, and its notifications sent."""
         self.engine.evaluate()
         await self.engine.keep_claims()
+        await self.engine.resolve_abandoned()
         await self.notifications.drain()
 
 
@@ -240,21 +248,154 @@ async def test_a_metric_alert_is_told_when_the_first_replica_fires_and_the_last_
             await replica.notifications.close()
 
 
+def _told(replica: str) -> ToldAlert:
+    return ToldAlert("deep", "warning", "too deep", {}, datetime.now(UTC), replica)
+
+
 async def test_a_replica_that_died_firing_drops_out_after_its_claim_expires(
-    receiver: Receiver, redis: tuple[aioredis.Redis, str]
+    redis: tuple[aioredis.Redis, str],
 ) -> None:
     client, prefix = redis
-    receiver.received.clear()
-    settings = _settings(receiver, prefix, [])
-    dead = FleetClaims(client, "dead", prefix=settings.redis_prefix, ttl_seconds=0.2)
-    live = FleetClaims(client, "live", prefix=settings.redis_prefix, ttl_seconds=0.2)
+    dead = FleetClaims(client, "dead", prefix=prefix, ttl_seconds=0.2)
+    live = FleetClaims(client, "live", prefix=prefix, ttl_seconds=0.2)
     key = dead.key("deep", {})
-    assert await dead.firing(key)
-    assert not await live.firing(key)  # the dead one still counts: no second firing
+    assert await dead.firing(key, _told("dead"))
+    assert not await live.firing(key, _told("live"))  # the dead one still counts
     assert not await live.resolved(key, sent_firing=False)
+    assert await live.abandoned() == []  # it fires yet, as far as anyone knows
     await asyncio.sleep(0.3)  # its claim was not renewed
-    assert await live.firing(key)  # a new transition, told
-    assert await live.resolved(key, sent_firing=True)
+    # Firing again, the live one takes the alert over: the fleet was told it fires.
+    assert not await live.firing(key, _told("live"))
+    assert await live.resolved(key, sent_firing=False)  # and it sends the resolve
+    assert await live.abandoned() == []
+    assert await live.firing(key, _told("live"))  # a new transition, told
+
+
+async def test_the_resolve_of_an_abandoned_alert_is_won_once(
+    redis: tuple[aioredis.Redis, str],
+) -> None:
+    client, prefix = redis
+    dead = FleetClaims(client, "dead", prefix=prefix, ttl_seconds=0.2)
+    others = [FleetClaims(client, f"live-{n}", prefix=prefix, ttl_seconds=0.2) for n in range(3)]
+    key = dead.key("deep", {"queue": "q1"})
+    told = ToldAlert("deep", "critical", "too deep", {"queue": "q1"}, datetime.now(UTC), "dead")
+    assert await dead.firing(key, told)
+    await asyncio.sleep(0.3)
+    assert await others[0].abandoned(skip={key}) == []  # it may fire it: leaves it alone
+    won = await asyncio.gather(*(live.abandoned() for live in others))
+    assert sorted(map(len, won)) == [0, 0, 1]
+    assert [alert for alerts in won for alert in alerts] == [told]
+    assert await client.exists(f"{prefix}told") == 0  # nothing left behind
+
+
+async def test_a_live_replica_that_fires_an_abandoned_alert_takes_it_over(
+    receiver: Receiver, redis: tuple[aioredis.Redis, str]
+) -> None:
+    """One firing, one resolve: the replica that fired is gone when the other fires."""
+    client, prefix = redis
+    receiver.received.clear()
+    rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10}]
+    settings = _settings(receiver, prefix, rules)
+    replicas, gauges = [], []
+    for name in ("replica-a", "replica-b"):
+        registry = CollectorRegistry()
+        gauges.append(Gauge("test_depth", "A queue's depth.", registry=registry))
+        claims = FleetClaims(client, name, prefix=settings.redis_prefix, ttl_seconds=0.3)
+        replicas.append(Replica.build(settings, registry, claims))
+    a, b = replicas
+    try:
+        gauges[0].set(50)
+        await a.step()  # fires, then dies (no more steps)
+        await asyncio.sleep(0.4)
+        gauges[1].set(50)
+        await b.step()  # fires: takes the alert over, told already
+        await asyncio.sleep(0.4)
+        await b.step()  # its own claim is kept: nothing abandoned
+        gauges[1].set(0)
+        await b.step()
+        assert [body["state"] for body in receiver.received] == ["firing", "resolved"]
+        [firing] = [d for d in b.notifications.deliveries if d.state == "firing"]
+        assert firing.by_another_replica
+    finally:
+        for replica in replicas:
+            await replica.notifications.close()
+
+
+# A replica process: one gauge rule firing from the start, claims kept every 50 ms.
+_REPLICA = """
+import asyncio, json, sys
+import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry, Gauge
+from atrium.core.netguard import NetworkPolicy
+from atrium.observability.alerts import build_alert_service
+from atrium.observability.config import AlertSettings
+
+async def main():
+    registry = CollectorRegistry()
+    Gauge("test_depth", "A queue's depth.", registry=registry).set(50)
+    service = build_alert_service(
+        AlertSettings.model_validate(json.loads(sys.argv[1])), registry, bus=None,
+        policy=NetworkPolicy(allow_private=True), redis=aioredis.Redis.from_url(sys.argv[2]),
+        replica="replica-a",
+    )
+    await service.start()
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_resolve_is_sent_by_a_live_replica_when_the_one_firing_is_killed(
+    receiver: Receiver, redis: tuple[aioredis.Redis, str]
+) -> None:
+    """Replica A alone sees the rule firing (its own registry) and is killed with SIGKILL;
+    replica B, which never fired it, sends the resolve once A's claim has expired."""
+    client, prefix = redis
+    receiver.received.clear()
+    rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10,
+              "severity": "critical", "summary": "the queue is too deep"}]  # fmt: skip
+    settings = _settings(receiver, prefix, rules).model_copy(update={"claim_ttl_seconds": 0.5})
+    registry = CollectorRegistry()
+    Gauge("test_depth", "A queue's depth.", registry=registry).set(0)
+    announced: list[Event] = []
+    policy = NetworkPolicy(allow_private=True)
+    b = build_alert_service(settings, registry, bus=None, policy=policy, redis=client,
+                            publish=announced.append, replica="replica-b")  # fmt: skip
+    assert b is not None
+    a = subprocess.Popen(  # noqa: ASYNC220 (started once, waited on below)
+        [sys.executable, "-c", _REPLICA, settings.model_dump_json(), REDIS_URL],
+        start_new_session=True,
+    )
+    await b.start()
+    try:
+        await until("A's firing", lambda: len(receiver.received) == 1, seconds=30)
+        await asyncio.sleep(1.5)  # three of A's TTLs: A keeps its claim, B resolves nothing
+        assert [body["state"] for body in receiver.received] == ["firing"]
+        told = await client.hget(
+            f"{settings.redis_prefix}told", claim_key(settings.redis_prefix, "deep", {})
+        )
+        assert told is not None
+        assert ToldAlert.loads(told).replica == "replica-a"
+        os.killpg(a.pid, signal.SIGKILL)  # no cleanup of any kind
+        await until("the resolve", lambda: len(receiver.received) == 2)
+        await until("its delivery recorded", lambda: len(b.notifications.deliveries) == 1)
+    finally:
+        if a.poll() is None:
+            os.killpg(a.pid, signal.SIGKILL)
+        a.wait(timeout=10)
+        await b.close()
+    resolved = receiver.received[1]
+    assert resolved["state"] == "resolved"
+    assert (resolved["rule"], resolved["severity"]) == ("deep", "critical")
+    assert resolved["summary"] == "the queue is too deep"
+    assert resolved["since"] >= receiver.received[0]["since"]
+    [delivery] = b.notifications.deliveries
+    assert (delivery.state, delivery.ok, delivery.by_another_replica) == ("resolved", True, False)
+    assert [(e.type, getattr(e, "rule", None)) for e in announced] == [("alert.resolved", "deep")]
+    [shown] = b.engine.snapshot()["resolved"]
+    assert shown["replica"] == "replica-b"
+    assert shown["fired_at"] is not None
+    assert await client.exists(f"{settings.redis_prefix}told") == 0
 
 
 async def test_unreachable_redis_sends_anyway_and_logs_it(
