@@ -56,14 +56,18 @@ class AuditRecorder:
 
     With ``bus`` given, ``start`` also joins the ``audit`` consumer group on
     ``request.completed`` and records each request's model, key, tokens and latency
-    (never its prompt or completion: the event carries none). Nothing the bus has
-    acknowledged is lost: the handler (``record_request``) returns only once its entry
-    is committed, so an event whose consumer dies first stays pending and another
-    consumer takes it over. Batching is kept: the consumer hands up to
-    ``CONSUMER_CONCURRENCY`` events at once, and the writer commits whatever is queued
-    as soon as a handler waits (a group commit), not after ``flush_seconds``. While the
-    database is down the handlers wait and their events stay pending (the bus's
-    heartbeat keeps them claimed); a consumer that stops leaves them to be delivered again.
+    (never its prompt or completion: the event carries none). On a ``durable`` bus
+    (Redis Streams) nothing the bus has acknowledged is lost: the handler
+    (``record_request``) returns only once its entry is committed, so an event whose
+    consumer dies first stays pending and another consumer takes it over. Batching is
+    kept: the consumer hands up to ``CONSUMER_CONCURRENCY`` events at once, and the
+    writer commits what is queued ``commit_delay_seconds`` after a handler starts to
+    wait (a group commit: the delay gathers the events that arrive meanwhile), not after
+    ``flush_seconds``. While the database is down the handlers wait and their events stay
+    pending (the bus's heartbeat keeps them claimed); a consumer that stops leaves them
+    to be delivered again. On the in-process bus an event dies with the process whether
+    or not it was acknowledged, so there the handler queues the entry and returns, and
+    it is written with the next batch.
 
     Exactly once: an event can still be delivered twice (its consumer dies after the
     commit but before the acknowledgement, or it is taken over while the write is slow),
@@ -90,10 +94,13 @@ class AuditRecorder:
         max_queue: int = 10_000,
         batch_size: int = 500,
         max_text_chars: int = 0,
+        commit_delay_seconds: float = 0.02,
     ) -> None:
         self._repo = repo
         self._bus = bus
         self._flush_seconds = flush_seconds
+        self._commit_delay_seconds = commit_delay_seconds
+        self._wait_for_commit = bus is not None and bus.durable
         self._batch_size = batch_size
         self._max_text_chars = max_text_chars
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
@@ -141,8 +148,12 @@ class AuditRecorder:
 
     async def record_request(self, event: RequestCompleted) -> None:
         """The bus handler: one entry per finished inference request (unless already kept),
-        returning once it is committed (so the bus acknowledges only a written entry)."""
+        returning, on a durable bus, once it is committed (so the bus acknowledges only a
+        written entry)."""
         if event.audited:
+            return
+        if not self._wait_for_commit:
+            self.record_nowait(inference_entry(event))
             return
         committed = asyncio.get_running_loop().create_future()
         await self._queue.put(_Item(inference_entry(event), committed))  # waits for room
@@ -185,10 +196,12 @@ class AuditRecorder:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._flush_seconds):
                     await self._waiting.wait()
-            self._waiting.clear()
-            # Once more round the loop: the other handlers the consumer started together
-            # queue their entries too, and go in the same transaction.
-            await asyncio.sleep(0)
+            if self._waiting.is_set():
+                # The other handlers the consumer started together queue their entries
+                # meanwhile (one transaction for all), and under load the stream gathers
+                # a bigger next batch while this one waits.
+                await asyncio.sleep(self._commit_delay_seconds)
+                self._waiting.clear()
             await self.flush()
             if self._retry:
                 await asyncio.sleep(self._flush_seconds)  # the database failed: not at once

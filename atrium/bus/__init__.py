@@ -15,7 +15,7 @@ from atrium.bus.base import (
     is_replica_group,
     replica_group,
 )
-from atrium.bus.dedup import EventInProgressError, IdempotentHandler
+from atrium.bus.dedup import EventInProgressError, IdempotentHandler, once_per_event
 from atrium.bus.events import (
     EVENT_TYPES,
     KeyChanged,
@@ -47,5 +47,6 @@ __all__ = [
     "Subscription",
     "TeamChanged",
     "is_replica_group",
+    "once_per_event",
     "replica_group",
 ]

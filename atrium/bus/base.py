@@ -7,7 +7,10 @@ Delivery contract shared by every backend:
 - Competing consumers within a group: each event goes to one consumer of the group.
 - At-least-once: an event is acknowledged only after its handler returns without
   raising; a handler that raises sees the event again. Handlers must be idempotent
-  (``Event.id`` is the natural deduplication key).
+  (``Event.id`` is the natural deduplication key; ``atrium.bus.dedup.once_per_event``
+  makes one so on Redis). A handler that returns before its work is durable (queued for
+  a later write) loses that work when its process dies: it should return once it is
+  written (see ``subscribe``'s ``concurrency`` for keeping such writes batched).
 """
 
 from __future__ import annotations
@@ -128,6 +131,10 @@ class Subscription(Protocol):
 @runtime_checkable
 class EventBus(Protocol):
     """Publishes typed events and delivers them to consumer groups (see module docstring)."""
+
+    #: Whether an event not yet acknowledged outlives this process, to be handed to another
+    #: consumer (Redis Streams); in process it dies with the process whatever a handler does.
+    durable: bool
 
     async def start(self) -> None:
         """Acquire what the bus needs (e.g. check the connection)."""

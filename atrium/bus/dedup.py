@@ -14,17 +14,25 @@ work cannot be repeated wraps itself in :class:`IdempotentHandler`:
 
 The lease should be about the bus's ``claim_idle_ms``: shorter, and a slow live
 handler could be doubled; much longer, and a dead one delays the retry.
+
+:func:`once_per_event` is how a consumer asks for it: wrapped on Redis Streams, where a
+dead consumer's events go to another process; as it is in process, where an event comes
+again only after its handler raised, and nothing outlives the process.
+
+The done marker is set after the handler returns, so a consumer that dies between the
+two leaves the work to be done again: where the work is a database write, deduplicating
+in the writing transaction is exact (the audit consumer does that, by event id).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic
+from typing import Generic, Protocol, runtime_checkable
 
 import redis.asyncio as aioredis
 
-from atrium.bus.base import E
+from atrium.bus.base import E, EventBus
 
 logger = logging.getLogger("atrium.bus")
 
@@ -72,3 +80,25 @@ class IdempotentHandler(Generic[E]):
     async def _done(self, key: str) -> bool:
         value = await self._redis.get(key)
         return value in (_DONE, "done")
+
+
+@runtime_checkable
+class DeduplicatingBus(Protocol):
+    """A bus that can make a handler idempotent (Redis Streams: ``IdempotentHandler`` on
+    its own Redis)."""
+
+    def idempotent(
+        self, handler: Callable[[E], Awaitable[None]], *, scope: str
+    ) -> IdempotentHandler[E]:
+        """``handler`` handling each event id once per ``scope``."""
+
+
+def once_per_event(
+    bus: EventBus, handler: Callable[[E], Awaitable[None]], *, scope: str
+) -> Callable[[E], Awaitable[None]]:
+    """``handler`` made to handle each event id once per ``scope`` on a bus that can hand an
+    event to a second process (a ``DeduplicatingBus``); the handler itself on the
+    in-process bus."""
+    if isinstance(bus, DeduplicatingBus):
+        return bus.idempotent(handler, scope=scope)
+    return handler

@@ -70,6 +70,8 @@ class InProcessEventBus:
     are kept for ``replay``.
     """
 
+    durable = False
+
     def __init__(
         self,
         *,

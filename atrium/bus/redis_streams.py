@@ -64,6 +64,7 @@ from atrium.bus.base import (
     is_replica_group,
     raise_if_cancel_requested,
 )
+from atrium.bus.dedup import IdempotentHandler
 from atrium.bus.events import EVENT_TYPES
 from atrium.core.errors import InvalidRequestError, NotFoundError
 
@@ -134,6 +135,18 @@ class RedisStreamsEventBus:
             300.0, (replica_group_idle_s or 0) / 4
         )
         self._housekeeping: asyncio.Task[None] | None = None
+
+    durable = True
+
+    def idempotent(
+        self, handler: Callable[[E], Awaitable[None]], *, scope: str
+    ) -> IdempotentHandler[E]:
+        """``handler`` handling each event id once per ``scope`` (``IdempotentHandler`` on
+        this bus's Redis, keys under the stream prefix, the lease the claim timeout)."""
+        return IdempotentHandler(
+            self._redis, handler, scope=scope, prefix=self._prefix + "seen:",
+            lease_ms=self._policy.claim_idle_ms,
+        )  # fmt: skip
 
     @property
     def dead_letter_stream(self) -> str:

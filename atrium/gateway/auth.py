@@ -63,7 +63,10 @@ class KeyAuthenticator:
         self._cache: OrderedDict[str, tuple[ApiKey, float]] = OrderedDict()
 
     async def start(self) -> None:
-        """Follow other replicas' key and team changes (only with a bus and a cache)."""
+        """Follow other replicas' key and team changes (only with a bus and a cache).
+
+        Not wrapped in ``once_per_event``: dropping a cached key a second time changes
+        nothing."""
         if self._bus is not None and self._ttl > 0 and not self._subscriptions:
             group = replica_group("keys")  # one per topic's stream: a group of this replica
             self._subscriptions = [

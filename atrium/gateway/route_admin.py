@@ -32,7 +32,10 @@ class RouteAdmin:
         self._me = replica_group("routes")
 
     async def start(self) -> None:
-        """Apply the stored routes, then follow changes."""
+        """Apply the stored routes, then follow changes.
+
+        Not wrapped in ``once_per_event``: the event carries the whole spec, so applying it
+        a second time sets the same route again."""
         for name, spec in (await self._routes.all()).items():
             self._apply_logged(name, spec)
         self._subscription = await self._bus.subscribe(RouteChanged, self._me, "c", self._on_change)

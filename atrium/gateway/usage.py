@@ -38,6 +38,13 @@ class UsageRecorder:
     with the gateway. One consumer group serves the whole deployment, so each
     event is counted once however many replicas run. What is summed but not yet
     written (at most ``flush_seconds`` of traffic) is lost if the process dies.
+
+    Adding to a total cannot be repeated, yet this consumer is not wrapped in
+    ``once_per_event``: an event is acknowledged when it is summed, so it comes again
+    only if the consumer dies in the instant between the two, while the sums it loses
+    are the larger gap, and two Redis round trips per request would slow the one
+    consumer that follows every request. Closing both needs the audit consumer's shape:
+    acknowledging after the commit, with the event ids kept in the same transaction.
     """
 
     def __init__(

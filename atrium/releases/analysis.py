@@ -66,7 +66,12 @@ class ArmObserver:
         self._group = replica_group("arms")
 
     async def start(self) -> None:
-        """Follow the gateway's request events and users' feedback."""
+        """Follow the gateway's request events and users' feedback.
+
+        Not wrapped in ``once_per_event``: the group is this replica's alone and its
+        samples live in memory and die with it, so an event comes again only when the
+        acknowledgement itself failed; one sample too many in a sliding window is not
+        worth a Redis round trip on every request."""
         self._subscriptions = [
             await self._bus.subscribe(RequestCompleted, self._group, "c", self.observe),
             await self._bus.subscribe(FeedbackGiven, self._group, "c", self.observe_feedback),

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from atrium.bus.base import EventBus, Subscription
+from atrium.bus.dedup import once_per_event
 from atrium.bus.events import ReleaseDetected
 from atrium.core.errors import ConflictError, InvalidRequestError
 from atrium.releases.pipeline import CONTROLS, ReleasePipeline
@@ -56,9 +57,12 @@ class ReleaseService:
         return self._pipeline
 
     async def start(self) -> None:
-        """Start a release for every detection (one worker takes each)."""
+        """Start a release for every detection (one worker takes each, once: a detection
+        delivered again, after its consumer died or stalled, would start a second release
+        of the same model, so the handler is idempotent by event id on Redis)."""
+        handler = once_per_event(self._bus, self.on_detected, scope=DETECTIONS_GROUP)
         self._subscription = await self._bus.subscribe(
-            ReleaseDetected, DETECTIONS_GROUP, "c", self.on_detected
+            ReleaseDetected, DETECTIONS_GROUP, "c", handler
         )
 
     async def close(self) -> None:

@@ -284,6 +284,8 @@ class TriggerService:
         async def handle(event: Event) -> None:
             await self.on_event(event)
 
+        # Not wrapped in ``once_per_event``: a run's id is made from the event's id, and
+        # submitting a run id again starts nothing new (the store and DBOS keep the first).
         subscription = await self._bus.subscribe(cls, _EVENT_GROUP, "triggers", handle)
         subscription.atrium_event_type = event_type  # type: ignore[attr-defined]
         self._subscriptions.append(subscription)
