@@ -38,8 +38,9 @@ log = logging.getLogger("atrium.alerts")
 # Redis' own clock (TIME) measures the deadlines, so replicas' clocks need not agree.
 _NOW = "local t = redis.call('TIME') local now = t[1] * 1000 + math.floor(t[2] / 1000) "
 # KEYS[1] the alert's set, KEYS[2] the told hash; ARGV replica, ttl ms, what the resolve
-# says. 1: nobody fires it and the fleet was not told: notify. An alert told and
-# abandoned (its replicas gone) is taken over: this replica will send its resolve.
+# says, "1" when this replica sent the alert's last resolve without a claim (the record
+# may have outlived it). 1: nobody fires it and the fleet was not told: notify. An alert
+# told and abandoned (its replicas gone) is taken over: this replica will resolve it.
 _FIRE = (
     _NOW
     + """
@@ -48,8 +49,9 @@ local others = redis.call('ZCARD', KEYS[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then others = others - 1 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if others == 0 and redis.call('HSETNX', KEYS[2], KEYS[1], ARGV[3]) == 1 then return 1 end
-return 0
+if others > 0 then return 0 end
+if ARGV[4] == '1' then redis.call('HSET', KEYS[2], KEYS[1], ARGV[3]) return 1 end
+return redis.call('HSETNX', KEYS[2], KEYS[1], ARGV[3])
 """
 )
 # KEYS[1] the alert's set, KEYS[2] the told hash; ARGV replica, "1" when this replica
@@ -143,6 +145,8 @@ class FleetClaims:
         self._resolve: Any = redis.register_script(_RESOLVE)
         self._abandoned: Any = redis.register_script(_ABANDONED)
         self._keep: Any = redis.register_script(_KEEP)
+        # Alerts whose resolve this replica sent without a claim (Redis unreachable).
+        self._resolved_unclaimed: set[str] = set()
 
     def key(self, rule: str, labels: Mapping[str, str]) -> str:
         """The key of the alert of ``rule`` with ``labels``."""
@@ -151,7 +155,9 @@ class FleetClaims:
     async def firing(self, key: str, told: ToldAlert) -> bool:
         """Whether this replica notifies the alert firing (no other replica fires it and
         the fleet was not told); ``told`` is kept for its resolve when it does."""
-        args = [self.replica, self._ttl_ms, told.dumps()]
+        unclaimed = "1" if key in self._resolved_unclaimed else "0"
+        args = [self.replica, self._ttl_ms, told.dumps(), unclaimed]
+        self._resolved_unclaimed.discard(key)
         return await self._claim(key, self._fire, args, "firing")
 
     async def resolved(self, key: str, *, sent_firing: bool) -> bool:
@@ -199,4 +205,6 @@ class FleetClaims:
         except (RedisError, OSError) as exc:
             log.warning("could not claim the %s notification of %s in Redis (%s): sending it "
                         "anyway, another replica may send it too", state, key, exc)  # fmt: skip
+            if state == "resolved":
+                self._resolved_unclaimed.add(key)
             return True

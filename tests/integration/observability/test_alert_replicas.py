@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -286,6 +286,68 @@ async def test_the_resolve_of_an_abandoned_alert_is_won_once(
     assert sorted(map(len, won)) == [0, 0, 1]
     assert [alert for alerts in won for alert in alerts] == [told]
     assert await client.exists(f"{prefix}told") == 0  # nothing left behind
+
+
+@dataclass
+class RedisProxy:
+    """A TCP proxy to the real Redis that a test cuts (connections dropped, none taken)."""
+
+    port: int = 0
+    server: asyncio.Server | None = None
+    writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 6379)
+        self.writers |= {writer, up_writer}
+
+        async def copy(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+
+
+async def test_a_firing_after_a_resolve_sent_without_redis_is_told(
+    redis: tuple[aioredis.Redis, str],
+) -> None:
+    """The resolve went out unclaimed (Redis unreachable), so the firing's record outlived
+    it: the next firing is told all the same, not taken for one the fleet still hears."""
+    client, prefix = redis
+    proxy = RedisProxy()
+    await proxy.start()
+    through = aioredis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=2,
+                             socket_connect_timeout=0.5)  # fmt: skip
+    claims = FleetClaims(through, "replica-a", prefix=prefix, ttl_seconds=30)
+    key = claims.key("deep", {})
+    try:
+        assert await claims.firing(key, _told("replica-a"))
+        await proxy.cut()
+        assert await claims.resolved(key, sent_firing=True)  # sent anyway
+        await proxy.start()
+        assert await claims.firing(key, _told("replica-a"))  # the fleet heard the resolve
+        assert await claims.resolved(key, sent_firing=True)
+        assert await client.exists(f"{prefix}told") == 0
+    finally:
+        await through.aclose()
+        await proxy.cut()
 
 
 async def test_a_live_replica_that_fires_an_abandoned_alert_takes_it_over(
