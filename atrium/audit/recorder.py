@@ -117,10 +117,11 @@ class AuditRecorder:
             self._task = asyncio.create_task(self._write_forever(), name="atrium.audit.writer")
         if self._bus is not None and self._subscription is None:
             consumer = f"{socket.gethostname()}-{os.getpid()}"
+            # Handlers that wait for their commit are many at once, to share it.
+            concurrency = CONSUMER_CONCURRENCY if self._wait_for_commit else 1
             self._subscription = await self._bus.subscribe(
-                RequestCompleted, GROUP, consumer, self.record_request,
-                concurrency=CONSUMER_CONCURRENCY,
-            )  # fmt: skip
+                RequestCompleted, GROUP, consumer, self.record_request, concurrency=concurrency
+            )
 
     async def close(self) -> None:
         """Stop consuming, then write what is queued."""
@@ -203,6 +204,8 @@ class AuditRecorder:
                 await asyncio.sleep(self._commit_delay_seconds)
                 self._waiting.clear()
             await self.flush()
+            if self._retry:
+                await asyncio.sleep(self._flush_seconds)  # the database failed: not at once
             if self._retry:
                 await asyncio.sleep(self._flush_seconds)  # the database failed: not at once
 
