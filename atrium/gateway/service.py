@@ -240,7 +240,7 @@ class InferenceService:
                 hit = await self._semantic_hit(call, entry.name, request)
             status = "semantic-hit" if hit and call.semantic else "hit" if hit else "miss"
             cache_status.set(status)
-            self._metrics.cache.labels(_CACHE_LABELS[status]).inc()
+            self._metrics.cache_result(_CACHE_LABELS[status])
         call.cached = hit is not None
         if self._transcripts is not None:
             call.transcript = Transcript(request, self._transcripts.max_text_chars)
@@ -337,7 +337,7 @@ class InferenceService:
         call.reservation = await self._limiter.reserve(
             self._subjects(call.principal, entry.name), estimate
         )
-        self._metrics.in_flight.labels(call.model).inc()
+        self._metrics.in_flight_of(call.model).inc()
         call.budgets = budgets_of(call.principal.key) if self._ledger is not None else ()
         if call.budgets and self._ledger is not None:
             await self._ledger.check(call.budgets)
@@ -484,7 +484,7 @@ class InferenceService:
             _end_router(call.router, status, call.failures)
         if call.reservation is not None:
             self._reconcile(call.reservation, usage.total_tokens)
-            self._metrics.in_flight.labels(call.model).dec()
+            self._metrics.in_flight_of(call.model).dec()
         self._metrics.observe(
             model=call.model,
             endpoint=call.endpoint.label,
@@ -496,9 +496,7 @@ class InferenceService:
         )
         if call.first_token_at and usage.completion_tokens > 1:
             per_token = (time.perf_counter() - call.first_token_at) / (usage.completion_tokens - 1)
-            self._metrics.time_per_output_token.labels(call.endpoint.label, call.model).observe(
-                per_token
-            )
+            self._metrics.observe_per_token(call.endpoint.label, call.model, per_token)
         if requests_log.isEnabledFor(logging.INFO):
             requests_log.info("%s", _log_line(call, status, usage, seconds))
         price = self._prices.get(call.model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -18,6 +18,30 @@ _LATENCY_BUCKETS = (
 )  # fmt: skip
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+M = TypeVar("M", Counter, Gauge, Histogram)
+
+
+class _Children(Generic[M]):
+    """A metric's children by their label values, each looked up once and kept.
+
+    prometheus_client's ``labels()`` validates, converts and locks on every call,
+    which was most of the cost of recording a request. A child is made on first use,
+    as ``labels()`` makes it, so exactly the same series exist; they are as many as
+    the metric's own.
+    """
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class GatewayMetrics:
@@ -133,6 +157,18 @@ class GatewayMetrics:
             "Events dropped because the publish queue was full.",
             registry=self.registry,
         )
+        # What every request records, through kept children (see _Children).
+        self._requests = _Children(self.requests)
+        self._latency = _Children(self.latency)
+        self._genai_duration = _Children(self.genai_duration)
+        self._overhead = _Children(self.overhead)
+        self._tokens = _Children(self.tokens)
+        self._genai_tokens = _Children(self.genai_tokens)
+        self._ttft = _Children(self.ttft)
+        self._genai_ttft = _Children(self.genai_ttft)
+        self._time_per_output_token = _Children(self.time_per_output_token)
+        self._cache = _Children(self.cache)
+        self._in_flight = _Children(self.in_flight)
 
     def observe(
         self,
@@ -147,23 +183,35 @@ class GatewayMetrics:
     ) -> None:
         """Record one finished request."""
         code = str(status)
-        self.requests.labels(model, endpoint, code).inc()
-        self.latency.labels(model, endpoint, code).observe(seconds)
+        self._requests(model, endpoint, code).inc()
+        self._latency(model, endpoint, code).observe(seconds)
         error = "" if status < 400 else code
-        self.genai_duration.labels(endpoint, model, error).observe(seconds)
+        self._genai_duration(endpoint, model, error).observe(seconds)
         if overhead_seconds is not None:
-            self.overhead.labels(endpoint).observe(overhead_seconds)
+            self._overhead(endpoint).observe(overhead_seconds)
         if prompt_tokens:
-            self.tokens.labels(model, "prompt").inc(prompt_tokens)
-            self.genai_tokens.labels(endpoint, model, "input").observe(prompt_tokens)
+            self._tokens(model, "prompt").inc(prompt_tokens)
+            self._genai_tokens(endpoint, model, "input").observe(prompt_tokens)
         if completion_tokens:
-            self.tokens.labels(model, "completion").inc(completion_tokens)
-            self.genai_tokens.labels(endpoint, model, "output").observe(completion_tokens)
+            self._tokens(model, "completion").inc(completion_tokens)
+            self._genai_tokens(endpoint, model, "output").observe(completion_tokens)
 
     def observe_first_token(self, model: str, endpoint: str, seconds: float) -> None:
         """Record a stream's time to first token."""
-        self.ttft.labels(model, endpoint).observe(seconds)
-        self.genai_ttft.labels(endpoint, model).observe(seconds)
+        self._ttft(model, endpoint).observe(seconds)
+        self._genai_ttft(endpoint, model).observe(seconds)
+
+    def observe_per_token(self, endpoint: str, model: str, seconds: float) -> None:
+        """Record a stream's time per output token after the first."""
+        self._time_per_output_token(endpoint, model).observe(seconds)
+
+    def cache_result(self, result: str) -> None:
+        """Count a cacheable request by its result (``hit``, ``miss``, ``semantic_hit``)."""
+        self._cache(result).inc()
+
+    def in_flight_of(self, model: str) -> Gauge:
+        """The requests-in-flight gauge of ``model``."""
+        return self._in_flight(model)
 
     def retried(self, route: str, target: str) -> None:
         """Count a retry (RoutingObserver)."""
