@@ -731,12 +731,13 @@ def build_app(settings: Settings, platform: Platform | None = None) -> FastAPI:
     app.include_router(events_router(platform.bus, platform.auth))
     app.include_router(audit_router(platform.audit, platform.auth))
     app.include_router(alerts_router(platform.alerts, platform.auth))
-    # Innermost: inference POSTs skip the framework's layers (and are never audited here).
-    app.add_middleware(InferenceEndpoints, service=platform.inference)
     if settings.audit.record_api_calls:  # inside the session cookie's: it sees a browser's key
         app.add_middleware(
             AuditMiddleware, record=platform.audit_recorder.record_nowait, auth=platform.auth
         )
+    # Inference POSTs skip the framework's layers, and the audit one that never records
+    # them (their entries come from request.completed events).
+    app.add_middleware(InferenceEndpoints, service=platform.inference)
     install_web(app, platform.web, platform.auth)  # the UI answers paths no route matched
     # Request id, unhandled errors and the body size limit: one layer around all the rest.
     # Multipart framing around an upload takes a few bytes more than the file itself.

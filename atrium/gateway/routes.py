@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from fastapi import APIRouter, Request, Response
+from starlette.datastructures import Headers
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from atrium.core.errors import AtriumError, ModelNotFoundError
@@ -48,9 +50,9 @@ def _gateway_headers() -> dict[str, str]:
     return headers
 
 
-def _begin(request: Request) -> None:
+def _begin(headers: Headers) -> None:
     """Request-scoped context: the headers routing reads; no cache status carried over."""
-    request_headers.set(request.headers)
+    request_headers.set(headers)
     cache_status.set(None)
     served_by.set(None)
     overhead_ms.set(None)
@@ -68,9 +70,24 @@ def _handlers(service: InferenceService) -> dict[str, _Handler]:
 
 
 async def _serve(handler: _Handler, request: Request) -> Response:
-    _begin(request)
-    body = await request.body()
-    return _answer(await handler(request.headers.get("authorization"), body))
+    return await _respond(handler, request.headers, await request.body())
+
+
+async def _respond(handler: _Handler, headers: Headers, body: bytes) -> Response:
+    _begin(headers)
+    return _answer(await handler(headers.get("authorization"), body))
+
+
+async def _body(receive: Receive) -> bytes:
+    """The request's body straight from the ASGI channel, as ``Request.body`` reads it."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def inference_router(service: InferenceService) -> APIRouter:
@@ -92,9 +109,10 @@ class InferenceEndpoints:
 
     On its way to a route a request would otherwise pass FastAPI's exception and
     exit-stack layers and a scan of the routing table, several percent of the
-    gateway's CPU per request. Errors are answered as the app's ``AtriumError``
-    handler answers them; anything unexpected propagates to the outer middleware as
-    before. Other methods fall through to the router (a 405). It must sit inside the
+    gateway's CPU per request; the body is read straight from ``receive``, without
+    a ``Request`` object. Errors are answered as the app's ``AtriumError`` handler
+    answers them; anything unexpected propagates to the outer middleware as before.
+    Other methods fall through to the router (a 405). It must sit inside the
     session-cookie middleware, which gives a signed-in browser's request its key.
     """
 
@@ -113,7 +131,7 @@ class InferenceEndpoints:
             return
         scope["endpoint"], scope["path_params"] = handler, {}  # as the router leaves them
         try:
-            response = await _serve(handler, Request(scope, receive))
+            response = await _respond(handler, Headers(scope=scope), await _body(receive))
         except AtriumError as exc:
             response = error_response(exc)
         await response(scope, receive, send)
