@@ -61,6 +61,9 @@ class RateLimiter(Protocol):
     async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Replace the estimate with the real token count and free the parallel slots."""
 
+    def reconcile_nowait(self, reservation: Reservation, actual_tokens: int) -> bool:
+        """``reconcile`` at once when it needs no I/O; False: await ``reconcile`` instead."""
+
 
 @dataclass(slots=True)
 class TokenBucket:
@@ -140,6 +143,10 @@ class InProcessRateLimiter:
 
     async def reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
         """Refund or charge the difference; free the parallel slots."""
+        self.reconcile_nowait(reservation, actual_tokens)
+
+    def reconcile_nowait(self, reservation: Reservation, actual_tokens: int) -> bool:
+        """Settle in memory at once (no task to schedule on the request's path)."""
         for subject in reservation.subjects:
             if subject.limits.parallel is not None:
                 self._running[subject.id] = max(0, self._running.get(subject.id, 0) - 1)
@@ -149,6 +156,7 @@ class InProcessRateLimiter:
                 bucket.tokens = min(
                     bucket.capacity, bucket.tokens + reservation.tokens - actual_tokens
                 )
+        return True
 
 
 def too_large(subject: Subject, estimate: int, tpm: int) -> RateLimitError:

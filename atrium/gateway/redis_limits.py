@@ -162,6 +162,10 @@ class RedisRateLimiter:
         except RedisError as exc:
             self._failed("reconcile", exc)
 
+    def reconcile_nowait(self, reservation: Reservation, actual_tokens: int) -> bool:
+        """Never at once: reconciling is a round trip to Redis (await ``reconcile``)."""
+        return False
+
     def _failed(self, what: str, exc: RedisError) -> None:
         self.failures += 1
         log.warning(

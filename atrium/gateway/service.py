@@ -456,8 +456,10 @@ class InferenceService:
             self._keep(keep_as, kept, call.semantic)
 
     def _reconcile(self, reservation: Reservation, actual_tokens: int) -> None:
-        """Settle a reservation off the hot path (with Redis it is a round trip)."""
-        if reservation.holds_anything:
+        """Settle a reservation: at once in memory, else off the hot path (a Redis trip)."""
+        if reservation.holds_anything and not self._limiter.reconcile_nowait(
+            reservation, actual_tokens
+        ):
             self._background_task(self._limiter.reconcile(reservation, actual_tokens))
 
     def _background_task(self, work: Coroutine[Any, Any, None]) -> None:

@@ -129,3 +129,13 @@ async def test_parallel_requests_are_capped_until_reconciled(limiter: InProcessR
     assert refused.value.headers["retry-after"] == "1"
     await limiter.reconcile(first, 0)
     await limiter.reserve([subject], 0)
+
+
+async def test_in_memory_reconciling_is_done_at_once(limiter: InProcessRateLimiter) -> None:
+    # The gateway settles with reconcile_nowait on the request's path (no task per request).
+    subject = _s("k", Limits(tpm=600, parallel=1))
+    held = await limiter.reserve([subject], 500)
+    with pytest.raises(RateLimitError):
+        await limiter.reserve([subject], 0)
+    assert limiter.reconcile_nowait(held, 100) is True
+    await limiter.reserve([subject], 500)  # the slot is free and 400 tokens came back
