@@ -124,14 +124,34 @@ async function tokenToScreen(page, prompt) {
   return { chunks, tokens, toDom: stats(toDom), toNextFrame: stats(toFrame) };
 }
 
+/** The canvas's zoom after an import, and whether the graph's first and last blocks are
+ * inside the canvas (the fit took effect). */
+function viewAfterImport(page) {
+  return page.evaluate(() => {
+    const pane = document.querySelector(".react-flow__pane").getBoundingClientRect();
+    const inside = (el) => {
+      const r = el.getBoundingClientRect();
+      return r.left >= pane.left && r.right <= pane.right && r.top >= pane.top && r.bottom <= pane.bottom;
+    };
+    const all = document.querySelectorAll(".react-flow__node");
+    const transform = getComputedStyle(document.querySelector(".react-flow__viewport")).transform;
+    return { zoom: new DOMMatrixReadOnly(transform).a, firstInside: inside(all[0]), lastInside: inside(all[all.length - 1]) };
+  });
+}
+
 async function dragFrames(page, yaml) {
   await page.goto(`${baseUrl}/workflows`);
   await page.locator(".react-flow__pane").waitFor();
   await page.getByLabel("YAML file to import").setInputFiles({ name: "graph.yaml", mimeType: "application/yaml", buffer: Buffer.from(yaml) });
   await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length >= 300, null, { timeout: 60_000 });
-  await page.waitForTimeout(1500); // the import's validation and layout settle
+  // The builder fits the view to the imported graph once React Flow has measured its blocks,
+  // and says so on the canvas; a drag before that would start where the block no longer is.
+  await page.locator('.wf-canvas[data-fit="done"]').waitFor({ timeout: 60_000 });
+  const view = await viewAfterImport(page);
+  await page.waitForTimeout(1500); // the import's validation settles
   const nodes = await page.locator(".react-flow__node").count();
-  // The block nearest the middle of the canvas (fitView may leave some off screen).
+  // The block nearest the middle of the canvas (the fit's zoom has a floor: with it some
+  // blocks may be off screen).
   const target = await page.evaluate(() => {
     const pane = document.querySelector(".react-flow__pane").getBoundingClientRect();
     const cx = pane.left + pane.width / 2, cy = pane.top + pane.height / 2;
@@ -175,7 +195,7 @@ async function dragFrames(page, yaml) {
   }
   const intervals = frames.flatMap((f) => f.intervals), work = frames.flatMap((f) => f.work);
   return {
-    nodes, edges: await page.locator(".react-flow__edge").count(), dragged: target, moves,
+    nodes, edges: await page.locator(".react-flow__edge").count(), view, dragged: target, moves,
     moved: moves.every((m, i) => Math.abs(m - (i % 2 === 0 ? 200 : -200)) < 20),
     frameInterval: stats(intervals), frameWork: stats(work),
     framesOver16_7: intervals.filter((v) => v > 16.7 * 1.5).length,

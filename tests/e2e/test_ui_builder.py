@@ -5,8 +5,8 @@ The browser builds a small workflow from the palette, copies and pastes a block,
 redoes the paste, saves the draft with Ctrl+S, keeps an unsaved edit across a reload and an
 expired session, publishes twice, compares the two versions, picks an upstream block's
 output into an LLM block's prompt, searches the template gallery and starts from a template
-with its parameters, and answers
-a run's approval from the run view. What the server holds is checked through the API.
+with its parameters, answers a run's approval from the run view, and imports a large
+workflow, which is fitted into view once. What the server holds is checked through the API.
 Screenshots go to ``tests/e2e/artifacts/ui/`` (kept by CI, ignored by git).
 """
 
@@ -180,6 +180,18 @@ def test_the_builder_copies_undoes_keeps_drafts_publishes_versions_and_picks_var
     assert seen["approvalRunOutputs"] == {"paid": True}
     assert seen["cardsLeft"] == 0
 
+    # A large import is fitted into the canvas once React Flow has measured its blocks
+    # (zoomed out, its first and last blocks in view), and only once: the user's pan after
+    # it and a change to the graph do not fit it again.
+    before, fitted, panned = seen["viewBeforeImport"], seen["viewAfterImport"], seen["viewAfterPan"]
+    assert fitted["zoom"] < min(before["zoom"], 0.5)
+    assert fitted["firstInside"] is True
+    assert fitted["lastInside"] is True
+    assert panned["zoom"] == fitted["zoom"]
+    moved = (panned["x"] - fitted["x"], panned["y"] - fitted["y"])  # as dragged: (-100, 60)
+    assert abs(moved[0] + 100) < 15, moved
+    assert abs(moved[1] - 60) < 15, moved
+
     # The server holds both versions and the draft the builder saved.
     with server.http() as http:
         saved = http.get(f"/v1/workflows/{WORKFLOW}").json()
@@ -200,5 +212,6 @@ def test_the_builder_copies_undoes_keeps_drafts_publishes_versions_and_picks_var
     assert (gate["outputs"]["decision"], gate["outputs"]["comment"]) == ("approved", "fine by me")
     for name in ("60-builder-shortcuts", "61-builder-version-diff", "62-builder-variable-picker",
                  "63-builder-template", "63-builder-template-gallery",
-                 "63-builder-template-gallery-empty", "64-builder-approval"):  # fmt: skip
+                 "63-builder-template-gallery-empty", "64-builder-approval",
+                 "65-builder-large-import"):  # fmt: skip
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 0

@@ -307,12 +307,49 @@ async function approvalFromRunView(page, out) {
   out.cardsLeft = await page.locator(".wf-approval").count();
 }
 
+/** The canvas's zoom and pan, and whether the first and last blocks are inside it. */
+const view = (page) => page.evaluate(() => {
+  const pane = document.querySelector(".react-flow__pane").getBoundingClientRect();
+  const inside = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.left >= pane.left && r.right <= pane.right && r.top >= pane.top && r.bottom <= pane.bottom;
+  };
+  const nodes = document.querySelectorAll(".react-flow__node");
+  const m = new DOMMatrixReadOnly(getComputedStyle(document.querySelector(".react-flow__viewport")).transform);
+  return { zoom: m.a, x: m.e, y: m.f, firstInside: inside(nodes[0]), lastInside: inside(nodes[nodes.length - 1]) };
+});
+
+/** A large import (120 blocks spanning 3,000 px by 1,400) is fitted into the canvas once:
+ * a pan after it, and a change to the graph, are not undone by another fit. */
+async function importFits(page, out) {
+  const nodes = [{ id: "start", type: "start", position: { x: 0, y: 0 } }];
+  for (let i = 1; i < 120; i += 1) {
+    nodes.push({ id: `t${i}`, type: "transform", config: { expressions: { out: "data" } }, position: { x: (i % 12) * 260, y: Math.floor(i / 12) * 160 } });
+  }
+  const text = JSON.stringify({ name: "big-import", nodes, edges: [] }); // JSON is YAML
+  out.viewBeforeImport = await view(page);
+  await page.getByLabel("YAML file to import").setInputFiles({ name: "big.yaml", mimeType: "application/yaml", buffer: Buffer.from(text) });
+  await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length === 120);
+  await page.locator('.wf-canvas[data-fit="done"]').waitFor();
+  out.viewAfterImport = await view(page);
+  await shot(page, "65-builder-large-import");
+  // The user pans; then selects a block (a change to the graph): the view stays theirs.
+  const pane = await page.locator(".react-flow__pane").boundingBox();
+  await page.mouse.move(pane.x + pane.width - 30, pane.y + 30);
+  await page.mouse.down();
+  await page.mouse.move(pane.x + pane.width - 130, pane.y + 90, { steps: 5 });
+  await page.mouse.up();
+  await node(page, "t5").locator(".wf-node-head").click();
+  await page.waitForTimeout(500);
+  out.viewAfterPan = await view(page);
+}
+
 runScenario(
   "builder",
   async (page, out) => {
     const steps = [
       build, copyPasteUndoRedo, dragAndUndo, draftKept, sessionExpires, publishTwiceAndDiff, pickVariable,
-      templateGallery, templateWithParameters, approvalFromRunView,
+      templateGallery, templateWithParameters, approvalFromRunView, importFits,
     ];
     for (const step of steps) {
       await step(page, out);

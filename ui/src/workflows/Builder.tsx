@@ -141,6 +141,9 @@ function BuilderCanvas() {
   const [notice, setNotice] = useState<string | null>(restored ? "Your draft was restored from this browser." : null);
   const [busy, setBusy] = useState<"publishing" | "saving" | null>(null);
   const [panel, setPanel] = useState<Panel>({ kind: "run" });
+  // Raised by each load (the first graph, then each one opened, imported or started): the
+  // canvas fits its view to the graph once per value.
+  const [loads, setLoads] = useState(1);
   // From the recorded graph: a drag changes the definition once, at its end, not each frame
   // (nothing that is not recorded changes the definition: selections, drags in progress).
   const definition = useMemo(() => graphToDefinition(present), [present]);
@@ -171,8 +174,8 @@ function BuilderCanvas() {
     setSaved(base);
     setNotice(message);
     setPanel({ kind: "run" });
-    window.requestAnimationFrame(() => void flow.fitView({ padding: 0.2 }));
-  }, [reset, flow]);
+    setLoads((n) => n + 1);
+  }, [reset]);
 
   const addBlock = useCallback((type: string, position?: { x: number; y: number }) => {
     const at = position ?? flow.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 2 });
@@ -316,6 +319,7 @@ function BuilderCanvas() {
           nodes={graph.nodes}
           edges={graph.edges}
           info={info}
+          load={loads}
           onNodesChange={onNodesChange}
           onEdgesChange={onEdgesChange}
           onConnect={onConnect}

@@ -6,17 +6,22 @@ import { type DragEvent, memo, useCallback, useMemo, useRef, useState } from "re
 import { BlockNodeComponent, CanvasContext, type CanvasInfo } from "./BlockNode";
 import { type DragPositions, route, withDragged } from "./dragging";
 import type { BlockNode } from "./graph";
+import { useFitOnLoad } from "./useFitOnLoad";
 
 // Props that must keep their identity: the canvas renders on every frame of a drag, and a
 // new array or object here would re-render React Flow's whole graph view each time.
 const NODE_TYPES = { block: BlockNodeComponent };
 const DELETE_KEYS = ["Delete", "Backspace"];
 const PRO_OPTIONS = { hideAttribution: true };
+// Low enough for a 300-block graph to fit whole.
+const MIN_ZOOM = 0.1;
 
 interface Props {
   nodes: BlockNode[];
   edges: Edge[];
   info: CanvasInfo;
+  /** Raised by each load of a graph: the view fits the graph once for each value. */
+  load: number;
   /** Every change but a drag's frames: a drag arrives once, at its end. */
   onNodesChange: (changes: NodeChange<BlockNode>[]) => void;
   onEdgesChange: (changes: EdgeChange[]) => void;
@@ -31,7 +36,7 @@ function allowDrop(event: DragEvent) {
 
 /** The canvas keeps a drag in progress to itself, so a frame of a drag renders the canvas
  * alone (the builder, its toolbar, palette and side panel, render when the block is let go). */
-function FlowCanvasView({ nodes, edges, info, onNodesChange, onEdgesChange, onConnect, onDrop }: Props) {
+function FlowCanvasView({ nodes, edges, info, load, onNodesChange, onEdgesChange, onConnect, onDrop }: Props) {
   const [dragged, setDragged] = useState<DragPositions | null>(null);
   // The same, as of the last change (for the handler: it runs before the next render).
   const latest = useRef<DragPositions | null>(null);
@@ -44,8 +49,9 @@ function FlowCanvasView({ nodes, edges, info, onNodesChange, onEdgesChange, onCo
     if (routed.toGraph) onNodesChange(routed.toGraph);
   }, [onNodesChange]);
   const shown = useMemo(() => withDragged(nodes, dragged), [nodes, dragged]);
+  const fitted = useFitOnLoad(load, nodes);
   return (
-    <div className="wf-canvas" onDragOver={allowDrop} onDrop={onDrop}>
+    <div className="wf-canvas" data-fit={fitted ? "done" : "pending"} onDragOver={allowDrop} onDrop={onDrop}>
       <CanvasContext.Provider value={info}>
         <ReactFlow<BlockNode>
           nodes={shown}
@@ -55,7 +61,7 @@ function FlowCanvasView({ nodes, edges, info, onNodesChange, onEdgesChange, onCo
           onEdgesChange={onEdgesChange}
           onConnect={onConnect}
           deleteKeyCode={DELETE_KEYS}
-          fitView
+          minZoom={MIN_ZOOM}
           proOptions={PRO_OPTIONS}
           aria-label="Workflow canvas"
         >
