@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Self
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from atrium.core.http import json_response, parse_body
+from atrium.core.http import json_response, parse_body, parse_data
 from atrium.gateway.auth import KeyAuthenticator
 from atrium.users.repository import Role, User
 from atrium.users.service import UserChanges, UserService
@@ -94,6 +95,23 @@ def auth_router(users: UserService, auth: KeyAuthenticator, cookies: CookiePolic
     return router
 
 
+class IdentityQuery(BaseModel):
+    """Query of ``DELETE /v1/admin/users/{id}/identities``: one identity by its issuer and
+    subject, or neither for all of the user's identities."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    issuer: str | None = Field(None, min_length=1, max_length=500)
+    subject: str | None = Field(None, min_length=1, max_length=255)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Self:
+        if (self.issuer is None) != (self.subject is None):
+            msg = "give both issuer and subject to unbind one identity, or neither to unbind all"
+            raise ValueError(msg)
+        return self
+
+
 def users_router(users: UserService, auth: KeyAuthenticator) -> APIRouter:
     """``/v1/admin/users``: list, create, change role, disable, unbind from an OpenID Connect
     subject; admin scope required."""
@@ -139,8 +157,15 @@ def users_router(users: UserService, auth: KeyAuthenticator) -> APIRouter:
     async def unbind(user_id: str, request: Request) -> Response:
         # The way back when a provider reissued an account: the next sign-in binds anew.
         await admin(request)
+        query = parse_data(IdentityQuery, dict(request.query_params))
         await users.users.get(user_id)
-        count = await users.users.unbind_identities(user_id)
+        if query.issuer is None or query.subject is None:
+            count = await users.users.unbind_identities(user_id)
+        else:
+            # The subject too, not the issuer alone: a page showing an identity that has
+            # since been bound anew does not unbind the new one.
+            await users.users.unbind_identity(user_id, query.issuer, query.subject)
+            count = 1
         return json_response({"object": "user.identities", "user_id": user_id, "deleted": count})
 
     return router

@@ -212,6 +212,21 @@ class UserRepository:
                 await session.commit()
         return bound
 
+    async def unbind_identity(self, user_id: str, issuer: str, subject: str) -> None:
+        """Forget the one subject ``user_id`` is bound to at ``issuer`` (the next sign-in
+        there binds again, by e-mail); 404 when the user is not bound to that subject."""
+        mine = (
+            UserIdentityRow.user_id == user_id,
+            UserIdentityRow.issuer == issuer,
+            UserIdentityRow.subject == subject,
+        )
+        async with self._db.session() as session:
+            result = await session.execute(delete(UserIdentityRow).where(*mine))
+            await session.commit()
+        if not getattr(result, "rowcount", 0):
+            msg = f"user {user_id!r} is not bound to the subject {subject!r} of {issuer!r}"
+            raise NotFoundError(msg, param="subject")
+
     async def add_session(
         self, session_id: str, user: User, *, address: str, user_agent: str, expires_at: datetime
     ) -> None:

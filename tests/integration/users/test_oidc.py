@@ -229,6 +229,52 @@ async def test_an_admin_unbinds_a_reissued_account_and_the_next_sign_in_binds_an
     assert [i["subject"] for i in rebound] == ["alice-again"]
 
 
+async def test_an_admin_unbinds_one_identity_by_issuer_and_subject(oidc: OidcApp) -> None:
+    async with oidc.browser() as browser:
+        assert (await _sign_in(browser)).status_code == 303
+        alice = (await browser.get("/v1/auth/me")).json()["id"]
+    other = "https://other.example/oauth2"
+    await oidc.web.users.users.bind_identity(alice, other, "alice-there")
+    oidc.provider.identity = Identity(sub="boss-sub", email="boss@firm.example", name="Boss")
+    async with oidc.browser() as boss:
+        assert (await _sign_in(boss)).status_code == 303
+        csrf = {"x-csrf-token": boss.cookies[CSRF_COOKIE]}
+        path = f"/v1/admin/users/{alice}/identities"
+
+        async def bound() -> list[tuple[str, str]]:
+            return [(i["issuer"], i["subject"]) for i in (await boss.get(path)).json()["data"]]
+
+        assert await bound() == [(oidc.provider.url, Identity.sub), (other, "alice-there")]
+        # A subject the user is not bound to there (one since bound anew, say): nothing goes.
+        stale = await boss.delete(path, params={"issuer": other, "subject": "old"}, headers=csrf)
+        assert stale.status_code == 404, stale.text
+        error = stale.json()["error"]
+        assert (error["type"], error["code"], error["param"]) == (
+            "invalid_request_error",
+            "not_found",
+            "subject",
+        )
+        half = await boss.delete(path, params={"issuer": other}, headers=csrf)
+        assert half.status_code == 400, half.text
+        assert "both issuer and subject" in half.json()["error"]["message"]
+        assert len(await bound()) == 2
+
+        one = {"issuer": other, "subject": "alice-there"}
+        unbound = await boss.delete(path, params=one, headers=csrf)
+        assert unbound.status_code == 200, unbound.text
+        assert unbound.json() == {"object": "user.identities", "user_id": alice, "deleted": 1}
+        assert await bound() == [(oidc.provider.url, Identity.sub)]
+        again = await boss.delete(path, params=one, headers=csrf)
+        assert again.status_code == 404
+        nobody = await boss.delete("/v1/admin/users/nobody/identities", params=one, headers=csrf)
+        assert nobody.json()["error"]["param"] == "user_id"
+    # The identity left still signs her in.
+    oidc.provider.identity = Identity()
+    async with oidc.browser() as browser:
+        assert (await _sign_in(browser)).status_code == 303
+        assert (await browser.get("/v1/auth/me")).json()["id"] == alice
+
+
 async def test_a_subject_is_bound_once_per_issuer(oidc: OidcApp) -> None:
     users = oidc.web.users.users
     first = await oidc.web.users.create_federated_user(

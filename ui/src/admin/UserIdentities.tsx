@@ -15,11 +15,12 @@ export function UserIdentities({ user }: { user: ConsoleUser }) {
   const [done, setDone] = useState<string | null>(null);
   const status = useRef<HTMLParagraphElement>(null);
 
-  function confirmUnbind(list: UserIdentity[]) {
-    if (!window.confirm(unbindQuestion(user.username, list))) return;
+  /** Unbinds the identities listed: all of the user's, or the one given. */
+  function confirmUnbind(list: UserIdentity[], one?: UserIdentity) {
+    if (!window.confirm(unbindQuestion(user.username, one ? [one] : list))) return;
     setFailure(null);
     setDone(null);
-    unbind.mutate(undefined, {
+    unbind.mutate(one, {
       onSuccess: (answer) => {
         setDone(unboundMessage(user.username, answer.deleted));
         // The button goes with the list: keep the keyboard where the outcome is told.
@@ -35,7 +36,7 @@ export function UserIdentities({ user }: { user: ConsoleUser }) {
         empty={<p>No identity provider is bound to {user.username}.</p>}>
         {(list) => (
           <IdentityList username={user.username} userId={user.id} identities={list} pending={unbind.isPending}
-            failure={failure} onUnbind={() => confirmUnbind(list)} />
+            failure={failure} onUnbind={(one) => confirmUnbind(list, one)} />
         )}
       </QueryView>
       <p className="muted" role="status" aria-live="polite" tabIndex={-1} ref={status}>{done}</p>
@@ -43,7 +44,8 @@ export function UserIdentities({ user }: { user: ConsoleUser }) {
   );
 }
 
-/** The bound subjects in a table, the Unbind button, and the server's refusal beside it. */
+/** The bound subjects in a table, an Unbind button for each and one for all, and the
+ * server's refusal beside them. */
 export function IdentityList({
   username, userId, identities, pending, failure, onUnbind,
 }: {
@@ -52,14 +54,16 @@ export function IdentityList({
   identities: UserIdentity[];
   pending: boolean;
   failure: string | null;
-  onUnbind: () => void;
+  /** Unbinds the identity given, or all of them. */
+  onUnbind: (identity?: UserIdentity) => void;
 }) {
   const errorId = `unbind-error-${userId}`;
+  const describedBy = failure ? { "aria-describedby": errorId } : {};
   return (
     <>
       <table className="data-table compact" aria-label={`Sign-in identities of ${username}`}>
         <thead>
-          <tr><th scope="col">Provider</th><th scope="col">Subject</th><th scope="col">Bound</th></tr>
+          <tr><th scope="col">Provider</th><th scope="col">Subject</th><th scope="col">Bound</th><th scope="col"><span className="visually-hidden">Actions</span></th></tr>
         </thead>
         <tbody>
           {identities.map((identity) => (
@@ -67,14 +71,20 @@ export function IdentityList({
               <td>{providerName(identity.issuer)} <small className="muted">{identity.issuer}</small></td>
               <td><code>{identity.subject}</code></td>
               <td>{formatWhen(identity.created_at)}</td>
+              <td>
+                <button type="button" className="small danger" onClick={() => onUnbind(identity)} disabled={pending}
+                  aria-label={`Unbind ${username} from ${providerName(identity.issuer)} (${identity.issuer})`}
+                  {...describedBy}>
+                  Unbind
+                </button>
+              </td>
             </tr>
           ))}
         </tbody>
       </table>
-      <button type="button" className="small danger" onClick={onUnbind} disabled={pending}
-        aria-label={`Unbind the sign-in identities of ${username}`}
-        {...(failure ? { "aria-describedby": errorId } : {})}>
-        {pending ? "Unbinding…" : "Unbind"}
+      <button type="button" className="small danger" onClick={() => onUnbind()} disabled={pending}
+        aria-label={`Unbind the sign-in identities of ${username}`} {...describedBy}>
+        {pending ? "Unbinding…" : "Unbind all"}
       </button>
       {failure && <p className="error" role="alert" id={errorId}>Could not unbind: {failure}</p>}
     </>

@@ -1,6 +1,7 @@
 import { renderToStaticMarkup } from "react-dom/server";
 import { describe, expect, it } from "vitest";
 import { providerName, unbindQuestion, unboundMessage } from "./identities";
+import { unbindPath } from "./queries";
 import { IdentityList } from "./UserIdentities";
 import type { UserIdentity } from "./types";
 
@@ -42,17 +43,35 @@ describe("the identity list", () => {
     expect(html.match(/<tr data-issuer=/g)).toHaveLength(2);
     expect(html).toContain("<td>Google <small class=\"muted\">https://accounts.google.com</small></td><td><code>10769150350006150715</code></td>");
     expect(html).toContain("firm.okta.com <small");
-    expect(html).toContain('<button type="button" class="small danger" aria-label="Unbind the sign-in identities of alice">Unbind</button>');
+    expect(html).toContain('<button type="button" class="small danger" aria-label="Unbind the sign-in identities of alice">Unbind all</button>');
     expect(html).not.toContain('role="alert"');
+  });
+
+  it("has an Unbind button in each identity's row, named by the user and provider", () => {
+    const html = render({});
+    const rows = html.match(/<tr data-issuer=.*?<\/tr>/g) ?? [];
+    expect(rows).toHaveLength(2);
+    expect(rows[0]).toContain('<button type="button" class="small danger" aria-label="Unbind alice from Google (https://accounts.google.com)">Unbind</button>');
+    expect(rows[1]).toContain('aria-label="Unbind alice from firm.okta.com (https://firm.okta.com/oauth2/default)">Unbind</button>');
+  });
+
+  it("unbinds one identity by its issuer and subject, or all without them", () => {
+    expect(unbindPath("u 1")).toBe("/v1/admin/users/u%201/identities");
+    expect(unbindPath("u1", OKTA)).toBe(
+      "/v1/admin/users/u1/identities?issuer=https%3A%2F%2Ffirm.okta.com%2Foauth2%2Fdefault&subject=00u1abc",
+    );
   });
 
   it("shows the server's refusal beside the button, tied to it", () => {
     const html = render({ failure: "admin scope required" });
-    expect(html).toContain('aria-describedby="unbind-error-u1"');
+    // Every Unbind button (each row's and the one for all) is tied to it.
+    expect(html.match(/aria-describedby="unbind-error-u1"/g)).toHaveLength(3);
     expect(html).toContain('<p class="error" role="alert" id="unbind-error-u1">Could not unbind: admin scope required</p>');
   });
 
   it("cannot be pressed twice while unbinding", () => {
-    expect(render({ pending: true })).toMatch(/<button type="button" class="small danger" disabled="" [^>]*>Unbinding…<\/button>/);
+    const html = render({ pending: true });
+    expect(html).toMatch(/<button type="button" class="small danger" disabled="" [^>]*>Unbinding…<\/button>/);
+    expect(html.match(/disabled=""/g)).toHaveLength(3);
   });
 });

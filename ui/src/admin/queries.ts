@@ -206,17 +206,21 @@ export function useUpdateUser() {
 }
 
 const identitiesPath = (userId: string) => `/v1/admin/users/${encodeURIComponent(userId)}/identities`;
+/** One identity of a user (by its issuer and subject), or all of them. */
+export const unbindPath = (userId: string, identity?: Pick<UserIdentity, "issuer" | "subject">) =>
+  identity ? `${identitiesPath(userId)}?${new URLSearchParams({ issuer: identity.issuer, subject: identity.subject })}` : identitiesPath(userId);
 
 /** The identity-provider subjects a user is bound to (asked when an admin opens the list). */
 export function useUserIdentities(userId: string) {
   return useQuery({ queryKey: adminKeys.identities(userId), queryFn: () => list<UserIdentity>(identitiesPath(userId)) });
 }
 
-/** Forgets every subject a user is bound to; their next sign-in with the provider binds anew. */
+/** Forgets one subject a user is bound to (given), or all of them; their next sign-in with
+ * the provider binds anew. */
 export function useUnbindIdentities(userId: string) {
   const client = useQueryClient();
   return useMutation({
-    mutationFn: () => apiJson<Unbound>(identitiesPath(userId), { method: "DELETE" }),
+    mutationFn: (identity?: UserIdentity) => apiJson<Unbound>(unbindPath(userId, identity), { method: "DELETE" }),
     onSettled: () => client.invalidateQueries({ queryKey: adminKeys.identities(userId) }),
   });
 }
