@@ -206,8 +206,6 @@ class AuditRecorder:
             await self.flush()
             if self._retry:
                 await asyncio.sleep(self._flush_seconds)  # the database failed: not at once
-            if self._retry:
-                await asyncio.sleep(self._flush_seconds)  # the database failed: not at once
 
 
 def inference_entry(event: RequestCompleted) -> NewAuditEntry:
