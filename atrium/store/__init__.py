@@ -1,8 +1,10 @@
 """The relational store: the database handle, ORM tables, migrations and repositories."""
 
-# The web UI's and the audit trail's rows live in their own modules; importing them
-# puts them on Base.metadata (which the migration-versus-ORM comparison and Alembic read).
+# The web UI's, the audit trail's and the usage event ids' rows live in their own modules;
+# importing them puts them on Base.metadata (which the migration-versus-ORM comparison and
+# Alembic read).
 from atrium.store import audit as audit
+from atrium.store import usage as usage
 from atrium.store import users as users
 from atrium.store.db import Database
 from atrium.store.keys import (
