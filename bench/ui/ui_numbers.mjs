@@ -142,13 +142,16 @@ function viewAfterImport(page) {
 async function dragFrames(page, yaml) {
   await page.goto(`${baseUrl}/workflows`);
   await page.locator(".react-flow__pane").waitFor();
+  // The builder validates the imported graph on the server; its answer re-renders every block.
+  const validated = page.waitForResponse((r) => r.url().endsWith("/v1/workflows/validate") && r.request().method() === "POST", { timeout: 60_000 });
   await page.getByLabel("YAML file to import").setInputFiles({ name: "graph.yaml", mimeType: "application/yaml", buffer: Buffer.from(yaml) });
   await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length >= 300, null, { timeout: 60_000 });
   // The builder fits the view to the imported graph once React Flow has measured its blocks,
   // and says so on the canvas; a drag before that would start where the block no longer is.
   await page.locator('.wf-canvas[data-fit="done"]').waitFor({ timeout: 60_000 });
   const view = await viewAfterImport(page);
-  await page.waitForTimeout(1500); // the import's validation settles
+  await validated;
+  await page.waitForTimeout(1500); // the validation's answer is rendered, the page is idle
   const nodes = await page.locator(".react-flow__node").count();
   // The block nearest the middle of the canvas (the fit's zoom has a floor: with it some
   // blocks may be off screen).

@@ -141,9 +141,9 @@ function BuilderCanvas() {
   const [notice, setNotice] = useState<string | null>(restored ? "Your draft was restored from this browser." : null);
   const [busy, setBusy] = useState<"publishing" | "saving" | null>(null);
   const [panel, setPanel] = useState<Panel>({ kind: "run" });
-  // Raised by each load (the first graph, then each one opened, imported or started): the
+  // Raised by each load (a graph opened, imported, started from a template or new): the
   // canvas fits its view to the graph once per value.
-  const [loads, setLoads] = useState(1);
+  const [loads, setLoads] = useState(0);
   // From the recorded graph: a drag changes the definition once, at its end, not each frame
   // (nothing that is not recorded changes the definition: selections, drags in progress).
   const definition = useMemo(() => graphToDefinition(present), [present]);

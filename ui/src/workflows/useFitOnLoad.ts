@@ -1,11 +1,13 @@
-/** The canvas fitted to its graph once per load (the builder opening, a workflow opened or
- * imported, a template, a new workflow), and never on other changes: a fit on every change
- * would fight the user's panning and zooming. */
+/** The canvas fitted to its graph once per load (a workflow opened or imported, a template,
+ * a new workflow; the first graph is fitted by React Flow's `fitView` prop), and never on
+ * other changes: a fit on every change would fight the user's panning and zooming. */
 import { type Node, useReactFlow, useStoreApi } from "@xyflow/react";
 import { useEffect, useRef, useState } from "react";
 
-/** How the canvas frames a graph. The zoom's floor is the canvas's own (FlowCanvas's
- * `minZoom`): a 300-block graph fits whole. */
+/** How the canvas frames a graph. The zoom keeps React Flow's floor (0.5): a graph too
+ * large for the canvas at that zoom is centred, and the minimap shows the rest. (A floor of
+ * 0.1, low enough for 300 blocks to fit whole, doubled the drag bench's work per frame
+ * even at zoom 2, in Chromium 156.) */
 export const FIT_OPTIONS = { padding: 0.2 } as const;
 
 /**
@@ -19,8 +21,8 @@ export function fitDue(load: number, started: number, measured: boolean, blocks:
 }
 
 /**
- * Fits the view once for each new value of `load` (a counter the builder raises on each
- * load), after React Flow has measured the loaded blocks. Returns whether the last load's fit
+ * Fits the view once for each new value of `load` above 0 (a counter the builder raises on
+ * each load), after React Flow has measured the loaded blocks. Returns whether the last load's fit
  * is done (the viewport has moved): what the canvas tells tests and benchmarks.
  */
 export function useFitOnLoad(load: number, nodes: readonly Node[]): boolean {
