@@ -192,6 +192,9 @@ def test_the_builder_copies_undoes_keeps_drafts_publishes_versions_and_picks_var
     moved = (panned["x"] - fitted["x"], panned["y"] - fitted["y"])  # as dragged: (-100, 60)
     assert abs(moved[0] + 100) < 15, moved
     assert abs(moved[1] - 60) < 15, moved
+    # The approval run's status was on screen; the imported graph starts with none of it.
+    assert seen["runStatusBeforeImport"] == 1
+    assert seen["runStatusAfterImport"] == 0
 
     # The server holds both versions and the draft the builder saved.
     with server.http() as http:

@@ -329,10 +329,12 @@ async function importFits(page, out) {
   }
   const text = JSON.stringify({ name: "big-import", nodes, edges: [] }); // JSON is YAML
   out.viewBeforeImport = await view(page);
+  out.runStatusBeforeImport = await page.getByTestId("run-status").count();
   await page.getByLabel("YAML file to import").setInputFiles({ name: "big.yaml", mimeType: "application/yaml", buffer: Buffer.from(text) });
   await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length === 36);
   await page.locator('.wf-canvas[data-fit="done"]').waitFor();
   out.viewAfterImport = await view(page);
+  out.runStatusAfterImport = await page.getByTestId("run-status").count();
   await shot(page, "65-builder-large-import");
   // The user pans; then selects a block (a change to the graph): the view stays theirs.
   const pane = await page.locator(".react-flow__pane").boundingBox();

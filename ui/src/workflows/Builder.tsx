@@ -112,7 +112,16 @@ function useRunner(name: string) {
     // The decision shows when the event stream reports the block again.
     setNodeRuns((old) => new Map(old).set(nodeId, { ...(old.get(nodeId) as NodeRun), status: "running" }));
   }, [run]);
-  return { run, nodeRuns, error, running, start, decide: decideOn };
+  // Another graph was loaded: the last run's statuses and result belong to the old one.
+  const clear = useCallback(() => {
+    abort.current?.abort();
+    abort.current = null;
+    setRun(null);
+    setNodeRuns(new Map());
+    setError(null);
+    setRunning(false);
+  }, []);
+  return { run, nodeRuns, error, running, start, decide: decideOn, clear };
 }
 
 /** The blocks' specs: the same array while no spec changed (a drag moves positions only),
@@ -150,6 +159,7 @@ function BuilderCanvas() {
   const text = useMemo(() => JSON.stringify(definition), [definition]);
   const problems = useValidation(definition);
   const runner = useRunner(saved?.version ? graph.meta.name : "");
+  const clearRun = runner.clear;
   const exists = (workflows.data ?? []).some((w) => w.name === graph.meta.name);
   const unsaved = saved?.text !== text;
   const unpublished = saved?.publishedText !== text;
@@ -175,7 +185,8 @@ function BuilderCanvas() {
     setNotice(message);
     setPanel({ kind: "run" });
     setLoads((n) => n + 1);
-  }, [reset]);
+    clearRun();
+  }, [reset, clearRun]);
 
   const addBlock = useCallback((type: string, position?: { x: number; y: number }) => {
     const at = position ?? flow.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 2 });
