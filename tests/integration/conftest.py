@@ -10,9 +10,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -86,3 +88,16 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
     log = tmp_path_factory.mktemp("azurite") / "azurite.log"
     with running_azurite(("atrium-docs",), log) as server:
         yield server
+
+
+@pytest.fixture
+async def shared_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
+    """A client of the real Redis and a key prefix of this test's own (its keys are
+    deleted afterwards), for tests whose replicas or processes share one Redis."""
+    client = aioredis.Redis(host="127.0.0.1", port=6379)
+    prefix = f"atrium-test:{uuid4().hex}:"
+    yield client, prefix
+    keys = [key async for key in client.scan_iter(match=prefix + "*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()

@@ -7,7 +7,7 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from uuid import uuid4
 
@@ -147,17 +147,6 @@ async def pending(redis: aioredis.Redis, stream: str, count: int) -> bool:
     """Whether the ``audit`` group has ``count`` entries delivered and not acknowledged."""
     summary = await redis.xpending(stream, "audit")
     return int(summary["pending"]) == count
-
-
-@pytest.fixture
-async def shared_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    client = aioredis.Redis(host="127.0.0.1", port=6379)
-    prefix = f"atrium-test:{uuid4().hex}:"
-    yield client, prefix
-    keys = [key async for key in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_consumer_killed_before_the_commit_leaves_the_event_to_another_once(

@@ -8,9 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
@@ -37,17 +36,6 @@ def completed(n: int) -> RequestCompleted:
         stream=False,
         endpoint="chat.completions",
     )
-
-
-@pytest.fixture
-async def shared_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    client = aioredis.Redis(host="127.0.0.1", port=6379)
-    prefix = f"atrium-test:{uuid4().hex}:"
-    yield client, prefix
-    keys = [key async for key in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_consumer_killed_mid_message_has_it_handled_once_by_another(

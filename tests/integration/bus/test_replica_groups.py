@@ -9,9 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
@@ -104,22 +102,10 @@ async def test_a_sweep_destroys_only_abandoned_replica_groups(
     await bus.close()
 
 
-@pytest.fixture
-async def plain_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    """One client (the tests below do not depend on the reply shape) and a prefix."""
-    client = aioredis.Redis(host="127.0.0.1", port=6379)
-    prefix = f"atrium-test:{uuid4().hex}:"
-    yield client, prefix
-    keys = [key async for key in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 async def test_the_group_of_a_killed_replica_is_swept_by_a_live_one(
-    plain_redis: tuple[aioredis.Redis, str],
+    shared_redis: tuple[aioredis.Redis, str],
 ) -> None:
-    redis, prefix = plain_redis
+    redis, prefix = shared_redis
     doomed = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on below
         [sys.executable, str(HERE / "_replica_process.py"), prefix, str(CLAIM_IDLE_MS)],
         stdout=subprocess.PIPE,
@@ -157,9 +143,9 @@ async def test_the_group_of_a_killed_replica_is_swept_by_a_live_one(
 
 
 async def test_an_urgent_event_does_not_wait_for_a_backlog(
-    plain_redis: tuple[aioredis.Redis, str],
+    shared_redis: tuple[aioredis.Redis, str],
 ) -> None:
-    redis, prefix = plain_redis
+    redis, prefix = shared_redis
     bus = new_bus(redis, prefix)
     publisher = EventPublisher(bus)
     backlog = [

@@ -7,10 +7,9 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
@@ -67,17 +66,6 @@ async def until(check: Callable[[], Awaitable[bool]]) -> None:
             if await check():
                 return
             await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def shared_redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    client = aioredis.Redis(host="127.0.0.1", port=6379)
-    prefix = f"atrium-test:{uuid4().hex}:"
-    yield client, prefix
-    keys = [key async for key in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_an_event_is_counted_once_however_often_it_is_added(database: Database) -> None:
