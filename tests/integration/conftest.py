@@ -22,6 +22,9 @@ from atrium.store import Database
 from tests.integration.azurite import Azurite, running_azurite
 from tests.integration.moto_s3 import MotoS3, running_moto
 
+# Its checks report values in a failing test, as a test module's own do.
+pytest.register_assert_rewrite("tests.integration._delivery")
+
 PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 
 

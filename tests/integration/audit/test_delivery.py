@@ -4,10 +4,6 @@ committed, and an event delivered twice is recorded once (dedup by event id)."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from uuid import uuid4
 
@@ -18,15 +14,13 @@ from sqlalchemy import text
 from atrium.audit import AuditFilter, AuditRecorder, AuditRepository, NewAuditEntry
 from atrium.audit.recorder import inference_entry
 from atrium.bus import InProcessEventBus, RedisStreamsEventBus, RequestCompleted
-from atrium.bus.redis_streams import DeliveryPolicy
 from atrium.store import Database
 from atrium.store.audit import _APPEND_LOCK_ID
+from tests.integration._delivery import CrashGroup, drained, settle, until
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT_S = 10.0
-CLAIM_IDLE_MS = 300
-HERE = Path(__file__).parent
+CONSUMER = Path(__file__).parent / "_audit_consumer_process.py"
 
 
 def completed(n: int) -> RequestCompleted:
@@ -45,15 +39,6 @@ def admin_entry(n: int, entry_id: str | None) -> NewAuditEntry:
 
 async def stored_ids(repo: AuditRepository) -> list[str]:
     return [entry.id for entry in await repo.query(AuditFilter(limit=1000))]
-
-
-async def until(check: Callable[[], Awaitable[bool]]) -> None:
-    """Return once ``check`` holds; fail after ``TIMEOUT_S``."""
-    async with asyncio.timeout(TIMEOUT_S):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_an_entry_whose_id_is_stored_is_not_appended_again(database: Database) -> None:
@@ -109,9 +94,8 @@ async def test_the_handler_returns_once_its_entry_is_committed(
         stream = bus.stream_name(RequestCompleted.type)
 
         async def settled() -> bool:
-            info = (await redis.xinfo_groups(stream))[0]
             written = len(await stored_ids(repo)) == 1 + len(sent)
-            return written and not info["pending"] and not info["lag"]
+            return written and await drained(redis, stream)
 
         await until(settled)
     finally:
@@ -143,12 +127,6 @@ async def has_rows(repo: AuditRepository, count: int) -> bool:
     return len(await stored_ids(repo)) == count
 
 
-async def pending(redis: aioredis.Redis, stream: str, count: int) -> bool:
-    """Whether the ``audit`` group has ``count`` entries delivered and not acknowledged."""
-    summary = await redis.xpending(stream, "audit")
-    return int(summary["pending"]) == count
-
-
 async def test_consumer_killed_before_the_commit_leaves_the_event_to_another_once(
     empty_postgres_url: str, shared_redis: tuple[aioredis.Redis, str]
 ) -> None:
@@ -156,64 +134,39 @@ async def test_consumer_killed_before_the_commit_leaves_the_event_to_another_onc
     db = Database(empty_postgres_url)
     await db.migrate()
     repo = AuditRepository(db)
-    policy = DeliveryPolicy(claim_idle_ms=CLAIM_IDLE_MS, backoff_s=0.01, backoff_max_s=0.05)
-    bus = RedisStreamsEventBus(redis, stream_prefix=prefix, block_ms=20, policy=policy)
-    stream = bus.stream_name(RequestCompleted.type)
     sent = [completed(n) for n in range(3)]
     # The first was written by a consumer that then died before acknowledging it.
     await repo.append([inference_entry(sent[0])])
-    await redis.xgroup_create(stream, "audit", id="0", mkstream=True)
-    for event in sent:
-        await bus.publish(event)
+    crash = await CrashGroup.publish(redis, prefix, "audit", sent)
 
     survivor: AuditRecorder | None = None
-    doomed: subprocess.Popen[str] | None = None
     try:
         async with db.engine.connect() as lock:
             # Held here, the chain's lock keeps the doomed consumer's write from committing.
             await lock.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _APPEND_LOCK_ID})
-            doomed = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on below
-                [sys.executable, str(HERE / "_audit_consumer_process.py"), empty_postgres_url,
-                 prefix, str(CLAIM_IDLE_MS)],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert doomed.stdout is not None
-            line = await asyncio.wait_for(asyncio.to_thread(doomed.stdout.readline), TIMEOUT_S)
-            assert line.strip() == "ready"
-            await until(lambda: pending(redis, stream, len(sent)))
-            await asyncio.sleep(0.2)  # the handlers wait on the commit, the events unacked
-            assert (await redis.xpending(stream, "audit"))["pending"] == len(sent)
-            doomed.send_signal(signal.SIGKILL)
-            assert await asyncio.to_thread(doomed.wait, TIMEOUT_S) == -signal.SIGKILL
+            await crash.kill_consumer(CONSUMER, empty_postgres_url, len(sent))
             await lock.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _APPEND_LOCK_ID})
             await lock.commit()
         assert await stored_ids(repo) == [sent[0].id]  # nothing of the doomed one's was written
 
-        survivor = AuditRecorder(repo, bus=bus, flush_seconds=0.05)
+        survivor = AuditRecorder(repo, bus=crash.bus, flush_seconds=0.05)
         await survivor.start()
 
         async def settled() -> bool:
-            return await pending(redis, stream, 0) and len(await stored_ids(repo)) >= len(sent)
+            return await crash.pending(0) and len(await stored_ids(repo)) >= len(sent)
 
-        await until(settled)
-        await asyncio.sleep(3 * CLAIM_IDLE_MS / 1000)  # any duplicate would have come by now
+        await settle(settled)
     finally:
         if survivor is not None:
             await survivor.close()
-        await bus.close()
-        if doomed is not None:
-            if doomed.poll() is None:
-                doomed.kill()
-                doomed.wait()
-            if doomed.stdout is not None:
-                doomed.stdout.close()
+        await crash.bus.close()
         ids = await stored_ids(repo)
         report = await repo.verify()
         await db.close()
 
     assert sorted(ids) == sorted(event.id for event in sent)
     assert report.ok
-    assert await bus.dead_letters() == []
+    assert await crash.bus.dead_letters() == []
 
 
 def test_an_event_id_too_long_for_the_log_gets_a_fresh_one() -> None:

@@ -4,10 +4,6 @@ committed, and an event delivered twice is counted once (dedup by event id)."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,17 +12,15 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select, text
 
 from atrium.bus import InProcessEventBus, RedisStreamsEventBus, RequestCompleted
-from atrium.bus.redis_streams import DeliveryPolicy
 from atrium.gateway.budgets import Budget, BudgetExceededError, InProcessSpendLedger
 from atrium.gateway.usage import UsageRecorder, usage_event
 from atrium.store import Database
 from atrium.store.usage import UsageEventSeenRow, UsageRepository
+from tests.integration._delivery import CrashGroup, drained, settle, until
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT_S = 10.0
-CLAIM_IDLE_MS = 300
-HERE = Path(__file__).parent
+CONSUMER = Path(__file__).parent / "_usage_consumer_process.py"
 
 
 def completed(n: int, key: str = "key-a") -> RequestCompleted:
@@ -57,15 +51,6 @@ def expected(events: list[RequestCompleted]) -> tuple[int, int, int, float]:
 async def seen_ids(db: Database) -> int:
     async with db.session() as session:
         return int(await session.scalar(select(func.count()).select_from(UsageEventSeenRow)) or 0)
-
-
-async def until(check: Callable[[], Awaitable[bool]]) -> None:
-    """Return once ``check`` holds; fail after ``TIMEOUT_S``."""
-    async with asyncio.timeout(TIMEOUT_S):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_an_event_is_counted_once_however_often_it_is_added(database: Database) -> None:
@@ -128,12 +113,7 @@ async def test_the_handler_returns_once_its_usage_is_committed(
         for event in [*sent, *sent[:10]]:  # ten published twice (a retried publish)
             await bus.publish(event)
         stream = bus.stream_name(RequestCompleted.type)
-
-        async def settled() -> bool:
-            info = (await redis.xinfo_groups(stream))[0]
-            return not info["pending"] and not info["lag"]
-
-        await until(settled)
+        await until(lambda: drained(redis, stream))
         # Acknowledged means counted: nothing waits for a later flush.
         assert await totals(usage) == {"key-a": expected([first, *sent])}
     finally:
@@ -164,12 +144,6 @@ async def test_in_process_the_handler_sums_and_returns(database: Database) -> No
     assert await seen_ids(database) == 0
 
 
-async def pending(redis: aioredis.Redis, stream: str, count: int) -> bool:
-    """Whether the ``usage`` group has ``count`` entries delivered and not acknowledged."""
-    summary = await redis.xpending(stream, "usage")
-    return int(summary["pending"]) == count
-
-
 async def test_consumer_killed_before_the_commit_leaves_its_events_to_another_once(
     empty_postgres_url: str, shared_redis: tuple[aioredis.Redis, str]
 ) -> None:
@@ -177,60 +151,35 @@ async def test_consumer_killed_before_the_commit_leaves_its_events_to_another_on
     db = Database(empty_postgres_url)
     await db.migrate()
     usage = UsageRepository(db)
-    policy = DeliveryPolicy(claim_idle_ms=CLAIM_IDLE_MS, backoff_s=0.01, backoff_max_s=0.05)
-    bus = RedisStreamsEventBus(redis, stream_prefix=prefix, block_ms=20, policy=policy)
-    stream = bus.stream_name(RequestCompleted.type)
     sent = [completed(n) for n in range(1, 6)]
     # The first was counted by a consumer that then died before acknowledging it.
     await usage.add_events([usage_event(sent[0])])
-    await redis.xgroup_create(stream, "usage", id="0", mkstream=True)
-    for event in sent:
-        await bus.publish(event)
+    crash = await CrashGroup.publish(redis, prefix, "usage", sent)
 
     survivor: UsageRecorder | None = None
-    doomed: subprocess.Popen[str] | None = None
     try:
         async with db.engine.connect() as lock:
             # Held here, the lock keeps the doomed consumer's insert of seen ids waiting.
             await lock.execute(text("LOCK TABLE usage_events_seen IN SHARE MODE"))
-            doomed = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on below
-                [sys.executable, str(HERE / "_usage_consumer_process.py"), empty_postgres_url,
-                 prefix, str(CLAIM_IDLE_MS)],
-                stdout=subprocess.PIPE, text=True,
-            )  # fmt: skip
-            assert doomed.stdout is not None
-            line = await asyncio.wait_for(asyncio.to_thread(doomed.stdout.readline), TIMEOUT_S)
-            assert line.strip() == "ready"
-            await until(lambda: pending(redis, stream, len(sent)))
-            await asyncio.sleep(0.2)  # the handlers wait on the commit, the events unacked
-            assert (await redis.xpending(stream, "usage"))["pending"] == len(sent)
-            doomed.send_signal(signal.SIGKILL)
-            assert await asyncio.to_thread(doomed.wait, TIMEOUT_S) == -signal.SIGKILL
+            await crash.kill_consumer(CONSUMER, empty_postgres_url, len(sent))
             await lock.rollback()  # releases the table lock
         # Nothing of the doomed one's was counted.
         assert await totals(usage) == {"key-a": expected(sent[:1])}
 
-        survivor = UsageRecorder(bus, usage, flush_seconds=0.05)
+        survivor = UsageRecorder(crash.bus, usage, flush_seconds=0.05)
         await survivor.start()
-        await until(lambda: pending(redis, stream, 0))
-        await asyncio.sleep(3 * CLAIM_IDLE_MS / 1000)  # any duplicate would have come by now
+        await settle(lambda: crash.pending(0))
     finally:
         if survivor is not None:
             await survivor.close()
-        await bus.close()
-        if doomed is not None:
-            if doomed.poll() is None:
-                doomed.kill()
-                doomed.wait()
-            if doomed.stdout is not None:
-                doomed.stdout.close()
+        await crash.bus.close()
         counted = await totals(usage)
         spent = await usage.spend_since("team:team-a", None)
         await db.close()
 
     assert counted == {"key-a": expected(sent)}
     assert round(spent, 6) == round(0.001 * len(sent), 6)
-    assert await bus.dead_letters() == []
+    assert await crash.bus.dead_letters() == []
 
 
 async def test_the_recorder_prunes_old_seen_ids(
