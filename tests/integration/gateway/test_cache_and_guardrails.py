@@ -7,12 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 import pytest_asyncio
 
-from atrium.app import build_app, build_platform
-from atrium.core.settings import Settings
+from tests.integration._gateway import gateway_client, sse_text
 
 pytestmark = pytest.mark.slow
 
@@ -21,49 +19,22 @@ KEY = "atr-" + "c" * 40
 
 @pytest_asyncio.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings.model_validate(
-        {
-            "data_dir": tmp_path,
-            "auth": {"bootstrap_key": KEY},
-            "models": {"smol": {"backend": "llamacpp", "n_ctx": 512}},
-            "cache": {"backend": "inprocess"},
-            "guardrails": {
-                "blocked_terms": ["project falcon"],
-                "prompt_injection": True,
-                "max_output_chars": 12,
-            },
-        }
-    )
-    platform = build_platform(settings, announce_key=lambda _: None)
-    app = build_app(settings, platform)
-    await platform.start()
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://atrium",
-            headers={"authorization": f"Bearer {KEY}"},
-        ) as http:
-            yield http
-    finally:
-        await platform.close()
+    config = {
+        "models": {"smol": {"backend": "llamacpp", "n_ctx": 512}},
+        "cache": {"backend": "inprocess"},
+        "guardrails": {
+            "blocked_terms": ["project falcon"],
+            "prompt_injection": True,
+            "max_output_chars": 12,
+        },
+    }
+    async with gateway_client(tmp_path, KEY, config) as http:
+        yield http
 
 
 def _chat(content: str, **extra: object) -> dict[str, object]:
     body = {"model": "smol", "messages": [{"role": "user", "content": content}], "max_tokens": 16}
     return {**body, **extra}
-
-
-def _sse_text(raw: str) -> tuple[str, list[str]]:
-    chunks = [
-        orjson.loads(line[6:])
-        for line in raw.splitlines()
-        if line.startswith("data: ") and line != "data: [DONE]"
-    ]
-    text = "".join(
-        c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
-    )
-    reasons = [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")]
-    return text, [r for r in reasons if r]
 
 
 async def test_deterministic_answers_are_cached_and_replayed_as_streams(
@@ -79,7 +50,7 @@ async def test_deterministic_answers_are_cached_and_replayed_as_streams(
     streamed = await client.post("/v1/chat/completions", json={**body, "stream": True})
     assert streamed.headers["x-atrium-cache"] == "hit"
     assert "usage" not in streamed.text  # replayed as a stream, without the unasked usage
-    text, reasons = _sse_text(streamed.text)
+    text, reasons = sse_text(streamed.text)
     assert text == first.json()["choices"][0]["message"]["content"]
     assert reasons == [first.json()["choices"][0]["finish_reason"]]
     skipped = await client.post(
@@ -116,7 +87,7 @@ async def test_long_answers_are_cut_in_both_modes(client: httpx.AsyncClient) -> 
     assert len(choice["message"]["content"]) <= 12
     assert choice["finish_reason"] == "length"
     streamed = await client.post("/v1/chat/completions", json={**body, "stream": True})
-    text, reasons = _sse_text(streamed.text)
+    text, reasons = sse_text(streamed.text)
     assert len(text) <= 12
     assert reasons[-1] == "length"
     assert streamed.text.rstrip().endswith("data: [DONE]")

@@ -10,12 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 import pytest_asyncio
 
-from atrium.app import build_app, build_platform
-from atrium.core.settings import Settings
+from tests.integration._gateway import gateway_client, sse_text
 
 pytestmark = pytest.mark.slow
 
@@ -26,29 +24,15 @@ PARAPHRASE = "What's the capital city of France?"
 
 @pytest_asyncio.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings.model_validate(
-        {
-            "data_dir": tmp_path,
-            "auth": {"bootstrap_key": ADMIN},
-            "models": {
-                "smol": {"backend": "llamacpp", "n_ctx": 512},
-                "mini": {"backend": "onnx_embedding", "aliases": ["default-embedding"]},
-            },
-            "cache": {"backend": "inprocess", "semantic": {"enabled": True}},
-        }
-    )
-    platform = build_platform(settings, announce_key=lambda _: None)
-    app = build_app(settings, platform)
-    await platform.start()
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://atrium",
-            headers={"authorization": f"Bearer {ADMIN}"},
-        ) as http:
-            yield http
-    finally:
-        await platform.close()
+    config = {
+        "models": {
+            "smol": {"backend": "llamacpp", "n_ctx": 512},
+            "mini": {"backend": "onnx_embedding", "aliases": ["default-embedding"]},
+        },
+        "cache": {"backend": "inprocess", "semantic": {"enabled": True}},
+    }
+    async with gateway_client(tmp_path, ADMIN, config) as http:
+        yield http
 
 
 def _chat(content: str, **extra: object) -> dict[str, object]:
@@ -78,15 +62,6 @@ async def _key(client: httpx.AsyncClient, **fields: object) -> tuple[str, str]:
     return created.json()["id"], created.json()["key"]
 
 
-def _sse_text(raw: str) -> str:
-    chunks = [
-        orjson.loads(line[6:])
-        for line in raw.splitlines()
-        if line.startswith("data: ") and line != "data: [DONE]"
-    ]
-    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-
-
 async def test_a_paraphrase_is_answered_from_the_cache_and_other_prompts_are_not(
     client: httpx.AsyncClient,
 ) -> None:
@@ -108,7 +83,7 @@ async def test_a_paraphrase_is_answered_from_the_cache_and_other_prompts_are_not
         "/v1/chat/completions", json=_chat("Which city is France's capital?", stream=True)
     )
     assert streamed.headers["x-atrium-cache"] == "semantic-hit"
-    assert _sse_text(streamed.text) == first.json()["choices"][0]["message"]["content"]
+    assert sse_text(streamed.text)[0] == first.json()["choices"][0]["message"]["content"]
 
     metrics = (await client.get("/metrics")).text
     assert 'atrium_cache_requests_total{result="semantic_hit"} 2.0' in metrics
@@ -160,36 +135,22 @@ async def test_a_keys_cache_choice_beats_the_default_and_is_changed_by_patch(
 
 
 async def test_a_key_that_opts_in_is_cached_when_the_default_is_off(tmp_path: Path) -> None:
-    settings = Settings.model_validate(
-        {
-            "data_dir": tmp_path,
-            "auth": {"bootstrap_key": ADMIN},
-            "models": {"smol": {"backend": "llamacpp", "n_ctx": 512}},
-            "cache": {"backend": "inprocess", "by_default": False},
-        }
-    )
-    platform = build_platform(settings, announce_key=lambda _: None)
-    app = build_app(settings, platform)
-    await platform.start()
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://atrium",
-            headers={"authorization": f"Bearer {ADMIN}"},
-        ) as http:
-            _, opted_in = await _key(http, cache=True)
-            body = _chat("Name a colour.")
-            plain = await _ask(http, body)
-            assert "x-atrium-cache" not in plain.headers  # the default: off
-            first = await _ask(http, body, key=opted_in)
-            assert first.headers["x-atrium-cache"] == "miss"
-            second = await _ask(http, body, key=opted_in)
-            assert second.headers["x-atrium-cache"] == "hit"
-            skipped = await http.post(
-                "/v1/chat/completions",
-                json=body,
-                headers={"authorization": f"Bearer {opted_in}", "x-atrium-cache": "off"},
-            )
-            assert "x-atrium-cache" not in skipped.headers
-    finally:
-        await platform.close()
+    config = {
+        "models": {"smol": {"backend": "llamacpp", "n_ctx": 512}},
+        "cache": {"backend": "inprocess", "by_default": False},
+    }
+    async with gateway_client(tmp_path, ADMIN, config) as http:
+        _, opted_in = await _key(http, cache=True)
+        body = _chat("Name a colour.")
+        plain = await _ask(http, body)
+        assert "x-atrium-cache" not in plain.headers  # the default: off
+        first = await _ask(http, body, key=opted_in)
+        assert first.headers["x-atrium-cache"] == "miss"
+        second = await _ask(http, body, key=opted_in)
+        assert second.headers["x-atrium-cache"] == "hit"
+        skipped = await http.post(
+            "/v1/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {opted_in}", "x-atrium-cache": "off"},
+        )
+        assert "x-atrium-cache" not in skipped.headers
