@@ -37,18 +37,9 @@ from atrium.observability.notifications import Notifications
 from atrium.store import Database
 from atrium.store.workflows import WorkflowRepository
 from atrium.workflows.workers import WorkerMonitor
+from tests.integration.observability._alerting import Clock
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    """The engine's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _engine(rules: list[AlertRule], registry: CollectorRegistry, clock: Clock) -> AlertEngine:

@@ -12,19 +12,16 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
-from uuid import uuid4
 
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-import uvicorn
 from prometheus_client import CollectorRegistry, Gauge
 
 from atrium.bus import Event, EventPublisher, RedisStreamsEventBus
@@ -34,46 +31,12 @@ from atrium.observability.alert_claims import FleetClaims, ToldAlert, claim_key
 from atrium.observability.alerts import AlertEngine, AlertService, build_alert_service
 from atrium.observability.config import AlertSettings
 from atrium.observability.notifications import Notifications, build_notifiers, webhook_client
-from tests.integration.observability.test_alerts import Receiver
+from tests.integration.observability._alerting import Receiver
 
 pytestmark = pytest.mark.integration
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 RULE = "sync-failures"
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    served = Receiver()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        served.port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(served.app(), host="127.0.0.1", port=served.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "receiver did not start"
-        time.sleep(0.02)
-    yield served
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest_asyncio.fixture
-async def redis() -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    """The real Redis and a key prefix of this test's own, deleted afterwards."""
-    client = aioredis.Redis.from_url(REDIS_URL)
-    prefix = f"atrium-test:{uuid4().hex[:8]}:"
-    try:
-        yield client, prefix
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 def _settings(receiver: Receiver, prefix: str, rules: list[dict[str, Any]]) -> AlertSettings:
@@ -126,9 +89,11 @@ class Fleet:
 
 
 @pytest_asyncio.fixture
-async def fleet(receiver: Receiver, redis: tuple[aioredis.Redis, str]) -> AsyncIterator[Fleet]:
+async def fleet(
+    receiver: Receiver, shared_redis: tuple[aioredis.Redis, str]
+) -> AsyncIterator[Fleet]:
     """Two replicas (alert services, each with its own bus) on one Redis Streams bus."""
-    client, prefix = redis
+    client, prefix = shared_redis
     receiver.received.clear()
     rules = [{"name": RULE, "kind": "event", "event": "knowledge.sync.finished",
               "match": {"status": "failed"}, "op": ">=", "threshold": 3,
@@ -220,21 +185,29 @@ class Replica:
         await self.notifications.drain()
 
 
-async def test_a_metric_alert_is_told_when_the_first_replica_fires_and_the_last_resolves(
-    receiver: Receiver, redis: tuple[aioredis.Redis, str]
-) -> None:
-    """Metric rules read each replica's own registry: the fleet hears one firing while any
-    replica fires it, and one resolve when none does any more."""
-    client, prefix = redis
-    receiver.received.clear()
-    rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10}]
-    settings = _settings(receiver, prefix, rules)
+def _gauge_replicas(
+    settings: AlertSettings, client: aioredis.Redis, ttl_seconds: float
+) -> tuple[list[Replica], list[Gauge]]:
+    """Replicas A and B, each with a registry of its own holding the gauge ``test_depth``."""
     replicas, gauges = [], []
     for name in ("replica-a", "replica-b"):
         registry = CollectorRegistry()
         gauges.append(Gauge("test_depth", "A queue's depth.", registry=registry))
-        claims = FleetClaims(client, name, prefix=settings.redis_prefix, ttl_seconds=30)
+        claims = FleetClaims(client, name, prefix=settings.redis_prefix, ttl_seconds=ttl_seconds)
         replicas.append(Replica.build(settings, registry, claims))
+    return replicas, gauges
+
+
+async def test_a_metric_alert_is_told_when_the_first_replica_fires_and_the_last_resolves(
+    receiver: Receiver, shared_redis: tuple[aioredis.Redis, str]
+) -> None:
+    """Metric rules read each replica's own registry: the fleet hears one firing while any
+    replica fires it, and one resolve when none does any more."""
+    client, prefix = shared_redis
+    receiver.received.clear()
+    rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10}]
+    settings = _settings(receiver, prefix, rules)
+    replicas, gauges = _gauge_replicas(settings, client, ttl_seconds=30)
     try:
         for depths in ((50, 0), (50, 50), (0, 50), (0, 0), (50, 0), (0, 0)):
             for gauge, depth in zip(gauges, depths, strict=True):
@@ -253,9 +226,9 @@ def _told(replica: str) -> ToldAlert:
 
 
 async def test_a_replica_that_died_firing_drops_out_after_its_claim_expires(
-    redis: tuple[aioredis.Redis, str],
+    shared_redis: tuple[aioredis.Redis, str],
 ) -> None:
-    client, prefix = redis
+    client, prefix = shared_redis
     dead = FleetClaims(client, "dead", prefix=prefix, ttl_seconds=0.2)
     live = FleetClaims(client, "live", prefix=prefix, ttl_seconds=0.2)
     key = dead.key("deep", {})
@@ -272,9 +245,9 @@ async def test_a_replica_that_died_firing_drops_out_after_its_claim_expires(
 
 
 async def test_the_resolve_of_an_abandoned_alert_is_won_once(
-    redis: tuple[aioredis.Redis, str],
+    shared_redis: tuple[aioredis.Redis, str],
 ) -> None:
-    client, prefix = redis
+    client, prefix = shared_redis
     dead = FleetClaims(client, "dead", prefix=prefix, ttl_seconds=0.2)
     others = [FleetClaims(client, f"live-{n}", prefix=prefix, ttl_seconds=0.2) for n in range(3)]
     key = dead.key("deep", {"queue": "q1"})
@@ -326,11 +299,11 @@ class RedisProxy:
 
 
 async def test_a_firing_after_a_resolve_sent_without_redis_is_told(
-    redis: tuple[aioredis.Redis, str],
+    shared_redis: tuple[aioredis.Redis, str],
 ) -> None:
     """The resolve went out unclaimed (Redis unreachable), so the firing's record outlived
     it: the next firing is told all the same, not taken for one the fleet still hears."""
-    client, prefix = redis
+    client, prefix = shared_redis
     proxy = RedisProxy()
     await proxy.start()
     through = aioredis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=2,
@@ -351,19 +324,14 @@ async def test_a_firing_after_a_resolve_sent_without_redis_is_told(
 
 
 async def test_a_live_replica_that_fires_an_abandoned_alert_takes_it_over(
-    receiver: Receiver, redis: tuple[aioredis.Redis, str]
+    receiver: Receiver, shared_redis: tuple[aioredis.Redis, str]
 ) -> None:
     """One firing, one resolve: the replica that fired is gone when the other fires."""
-    client, prefix = redis
+    client, prefix = shared_redis
     receiver.received.clear()
     rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10}]
     settings = _settings(receiver, prefix, rules)
-    replicas, gauges = [], []
-    for name in ("replica-a", "replica-b"):
-        registry = CollectorRegistry()
-        gauges.append(Gauge("test_depth", "A queue's depth.", registry=registry))
-        claims = FleetClaims(client, name, prefix=settings.redis_prefix, ttl_seconds=0.3)
-        replicas.append(Replica.build(settings, registry, claims))
+    replicas, gauges = _gauge_replicas(settings, client, ttl_seconds=0.3)
     a, b = replicas
     try:
         gauges[0].set(50)
@@ -408,11 +376,11 @@ asyncio.run(main())
 
 
 async def test_the_resolve_is_sent_by_a_live_replica_when_the_one_firing_is_killed(
-    receiver: Receiver, redis: tuple[aioredis.Redis, str]
+    receiver: Receiver, shared_redis: tuple[aioredis.Redis, str]
 ) -> None:
     """Replica A alone sees the rule firing (its own registry) and is killed with SIGKILL;
     replica B, which never fired it, sends the resolve once A's claim has expired."""
-    client, prefix = redis
+    client, prefix = shared_redis
     receiver.received.clear()
     rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10,
               "severity": "critical", "summary": "the queue is too deep"}]  # fmt: skip
@@ -470,12 +438,9 @@ async def test_unreachable_redis_sends_anyway_and_logs_it(
     receiver.received.clear()
     rules = [{"name": "deep", "kind": "gauge", "metric": "test_depth", "threshold": 10}]
     settings = _settings(receiver, "atrium-test:unreachable:", rules)
-    replicas = []
-    for name in ("replica-a", "replica-b"):
-        registry = CollectorRegistry()
-        Gauge("test_depth", "A queue's depth.", registry=registry).set(50)
-        claims = FleetClaims(client, name, prefix=settings.redis_prefix, ttl_seconds=30)
-        replicas.append(Replica.build(settings, registry, claims))
+    replicas, gauges = _gauge_replicas(settings, client, ttl_seconds=30)
+    for gauge in gauges:
+        gauge.set(50)
     try:
         with caplog.at_level(logging.WARNING, logger="atrium.alerts"):
             for replica in replicas:

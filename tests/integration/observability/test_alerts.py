@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import pytest_asyncio
-import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from atrium.bus.events import AlertFired
 from atrium.core.netguard import NetworkPolicy
@@ -27,63 +19,9 @@ from atrium.observability.notifications import (
     build_notifiers,
     webhook_client,
 )
+from tests.integration.observability._alerting import Clock, Receiver
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback: /ok keeps what it gets, /down answers 503."""
-
-    port: int = 0
-    received: list[dict[str, Any]] = field(default_factory=list)
-    down_calls: int = 0
-
-    def app(self) -> Starlette:
-        async def ok(request: Request) -> Response:
-            self.received.append(await request.json())
-            return JSONResponse({"ok": True})
-
-        async def down(_: Request) -> Response:
-            self.down_calls += 1
-            return JSONResponse({"error": "unavailable"}, status_code=503)
-
-        return Starlette(
-            routes=[Route("/ok", ok, methods=["POST"]), Route("/down", down, methods=["POST"])]
-        )
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-@pytest.fixture(scope="module")
-def receiver() -> Iterator[Receiver]:
-    served = Receiver()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        served.port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(served.app(), host="127.0.0.1", port=served.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "receiver did not start"
-        time.sleep(0.02)
-    yield served
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-class Clock:
-    """The engine's clock, moved by the test (``for`` durations without waiting)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
