@@ -1,4 +1,4 @@
-"""Atrium's event bus on Redis Streams, and what tracing costs a request.
+"""Atrium's event bus on Redis Streams and its durable consumers, and what tracing costs.
 
 Everything runs through the production code on 127.0.0.1:
 
@@ -11,6 +11,24 @@ Everything runs through the production code on 127.0.0.1:
   XADD to the end of its handler (its XACK follows at once, in the same loop);
 - bus latency at a steady rate: the same, paced at ``--rate`` events/s, so the
   latency is the bus's own and not queueing behind a burst;
+- durable consumers: the same events, flat out and at ``--rate``, consumed by the
+  production audit consumer (``AuditRecorder``, group ``audit``) and usage consumer
+  (``UsageRecorder``, group ``usage``), wired as ``build_platform`` wires them on
+  ``bus.backend: redis`` (``build_bus``, default settings, 100 handlers at once, each
+  returning only once a group commit to the store holds its event), in one and in two
+  replica processes (``_durable_consumers.py``, consumer ``<host>-<pid>``), writing to a
+  new PostgreSQL database migrated for the case and dropped after. events/s = events /
+  (first publish to the first look, every ``POLL_S``, that finds every audit entry and
+  every usage event id in the database). Latency, per group: from the bench's clock just
+  before the event's XADD to the arrival of the reply to the XACK that acknowledged it
+  in a consumer process (``CLOCK_MONOTONIC`` on both sides), so it spans the XADD, the
+  wait in the stream, the read, the handler's queueing, the group-commit delay and the
+  transaction, and the XACK round trip; ``both`` is the later of the two groups. After
+  each case the bench checks that every event has exactly one audit entry under its id
+  and is in the usage totals once (seen ids and sums), and that each group acknowledged
+  every entry; it fails otherwise. Bench CPU is the publisher's (and the polling);
+  the consumer processes' CPU is counted apart; PostgreSQL's and Redis's is in the
+  other work;
 - audit: the same for an audited request (``GET /v1/admin/alerts``: admin reads are
   audited) with ``audit.record_api_calls`` off and on, each round ending with the
   recorder's flush so the entries' hash-chained inserts are counted;
@@ -27,13 +45,15 @@ Everything runs through the production code on 127.0.0.1:
 The machine is shared: before each measured case the script waits for a quiet machine
 and records the CPU other processes used meanwhile (``foreign_cores_during``).
 
-    .venv/bin/python bench/events_bus.py               # about 5 minutes on a quiet machine
+    .venv/bin/python bench/events_bus.py               # about 7 minutes on a quiet machine
     .venv/bin/python bench/events_bus.py --events 2000 --requests 300 --no-write  # smoke
     .venv/bin/python bench/events_bus.py --parts chat  # one part; the others are kept
+    .venv/bin/python bench/events_bus.py --parts consumers --events 2000 --no-write  # smoke
 
-``--parts`` measures some parts only (``bus``, ``tracing``, ``chat``, ``audit``); the
-results of the others are carried over from the last ``results/events_bus.json``, and
-``measured`` in the JSON says when and on which commit each part was measured.
+``--parts`` measures some parts only (``bus``, ``consumers``, ``tracing``, ``chat``,
+``audit``); the results of the others are carried over from the last
+``results/events_bus.json``, and ``measured`` in the JSON says when and on which commit
+each part was measured.
 """
 
 from __future__ import annotations
@@ -47,7 +67,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -69,19 +89,28 @@ from _common import (
     package_version,
     run_main,
     summary,
+    tree_cpu_seconds,
     wait_for_quiet,
     wait_http_ok,
     write_results,
 )
+from _durable_consumers import clock
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from atrium.app import Platform, build_app, build_platform
+from atrium.audit.recorder import GROUP as AUDIT_GROUP
 from atrium.bus import RedisStreamsEventBus
+from atrium.bus._redis_consumer import as_text
 from atrium.bus.events import RequestCompleted
 from atrium.core.settings import Settings
+from atrium.gateway.usage import GROUP as USAGE_GROUP
+from atrium.store import Database
 from atrium.store.audit import AuditRow
+from atrium.store.tables import UsageRow
+from atrium.store.usage import UsageEventSeenRow
 
 NAME = "events_bus"
 #: An audited read (admin paths are audited, reads included), cheap to answer.
@@ -93,7 +122,11 @@ CHAT_BODY: JSONDict = {
     "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
     "max_tokens": 16,
 }
-PARTS = ("bus", "tracing", "chat", "audit")
+PARTS = ("bus", "consumers", "tracing", "chat", "audit")
+PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+#: The durable consumer groups of ``request.completed``, one of each per replica.
+DURABLE_GROUPS = (AUDIT_GROUP, USAGE_GROUP)
+POLL_S = 0.02  # how often the consumers' part looks for the end of a case
 
 
 def _event() -> RequestCompleted:
@@ -152,6 +185,224 @@ async def _bus_case(consumers: int, events: int, rate: float | None) -> JSONDict
         "bench_cpu_ms_per_event": round(cpu / events * 1000, 4),
         "foreign_cores_during": foreign,
     }
+
+
+async def _autocommit(database: str, statement: str) -> None:
+    engine = create_async_engine(f"{PG_SERVER}/{database}", isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _throwaway_database() -> AsyncIterator[tuple[str, Database]]:
+    """A new PostgreSQL database, migrated as the tests' ``database`` fixture does; its URL
+    and a small ``Database`` on it for the bench's own queries. Dropped after."""
+    name = f"atrium_bench_{uuid4().hex[:12]}"
+    url = f"{PG_SERVER}/{name}"
+    await _autocommit("postgres", f'CREATE DATABASE "{name}"')
+    db = Database(url, pool_size=2)
+    try:
+        await db.migrate()
+        yield url, db
+    finally:
+        await db.close()
+        await _autocommit("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _consumers_case(replicas: int, events: int, rate: float | None) -> JSONDict:
+    """Publish ``events`` (at ``rate``/s, or flat out) to ``replicas`` processes of durable
+    consumers (``_durable_consumers.py``) writing to a new PostgreSQL database; how fast
+    they are committed and how long each takes to be acknowledged by each group."""
+    client = aioredis.Redis(host="127.0.0.1", port=6379)
+    prefix = f"atrium-bench:{uuid4().hex}:"
+    bus = RedisStreamsEventBus(client, stream_prefix=prefix)
+    stream = bus.stream_name(RequestCompleted.type)
+    async with _throwaway_database() as (url, db):
+        with tempfile.TemporaryDirectory(prefix="atrium-bench-") as tmp:
+            outs = [Path(tmp) / f"acks-{n}.json" for n in range(replicas)]
+            processes = [_consumer_process(n, url, prefix, out) for n, out in enumerate(outs)]
+            try:
+                for process in processes:
+                    process.start()
+                for process in processes:
+                    await _ready(process)
+                sent, event_ids, row = await _publish_until_acked(
+                    bus, client, db, stream, events, rate, [p.pid for p in processes]
+                )
+            finally:
+                for process in processes:
+                    process.stop()
+                await bus.close()
+                keys = [key async for key in client.scan_iter(match=prefix + "*")]
+                if keys:
+                    await client.delete(*keys)
+                await client.aclose()
+            acks = [_acks_of(process, out) for process, out in zip(processes, outs, strict=True)]
+        row |= await _counted_once(db, event_ids)
+    latencies, repeated = _ack_latencies(sent, acks)
+    return {
+        "replicas": replicas,
+        "events": events,
+        "rate": rate,
+        **row,
+        "latency_ms": {name: summary(values, digits=3) for name, values in latencies.items()},
+        "acked_again": repeated,
+    }
+
+
+def _consumer_process(n: int, url: str, prefix: str, out: Path) -> ManagedProcess:
+    """A replica's durable consumers on the database at ``url``; they write ``out``."""
+    argv = [sys.executable, str(BENCH_DIR / "_durable_consumers.py"), url, prefix, str(out)]
+    log = WORK_DIR / "events_bus" / f"durable_consumers_{n}.log"
+    return ManagedProcess(f"durable consumers {n}", argv, log)
+
+
+async def _ready(process: ManagedProcess, limit_s: float = 120.0) -> None:
+    """Wait for the process's ``ready`` line (both consumers in their groups)."""
+    deadline = time.monotonic() + limit_s
+    while "ready" not in process.log_path.read_text().split():
+        if not process.alive():
+            raise process.fail("exited before it was ready")
+        if time.monotonic() > deadline:
+            raise process.fail(f"was not ready after {limit_s:.0f} s")
+        await asyncio.sleep(0.1)
+
+
+async def _publish_until_acked(
+    bus: RedisStreamsEventBus,
+    client: aioredis.Redis,
+    db: Database,
+    stream: str,
+    events: int,
+    rate: float | None,
+    pids: list[int],
+) -> tuple[dict[str, float], list[str], JSONDict]:
+    """Publish, then wait until every event is committed (the audit entries and the usage
+    ids all in the database) and acknowledged by both groups (nothing pending, the last
+    entry delivered); each event's clock just before its XADD, by entry id."""
+    sent: dict[str, float] = {}
+    event_ids: list[str] = []
+    meter = ForeignLoad().start()
+    cpu0, consumers_cpu0 = time.process_time(), sum(tree_cpu_seconds(pid) for pid in pids)
+    started = clock()
+    for n in range(events):
+        if rate is not None:
+            await asyncio.sleep(max(0.0, started + n / rate - clock()))
+        event = _event()
+        before = clock()
+        sent[await bus.publish(event)] = before
+        event_ids.append(event.id)
+    published = clock() - started
+    last = max(sent, key=lambda entry: tuple(int(part) for part in entry.split("-")))
+    committed = await _poll(lambda: _all_committed(db, events), "committed") - started
+    acked = await _poll(lambda: _all_acked(client, stream, last), "acknowledged") - started
+    cpu = time.process_time() - cpu0
+    consumers_cpu = sum(tree_cpu_seconds(pid) for pid in pids) - consumers_cpu0
+    return sent, event_ids, {
+        "events_per_s": round(events / committed, 1),
+        "events_per_s_acked": round(events / acked, 1),
+        "publish_per_s": round(events / published, 1),
+        "bench_cpu_ms_per_event": round(cpu / events * 1000, 4),
+        "consumers_cpu_ms_per_event": round(consumers_cpu / events * 1000, 4),
+        "foreign_cores_during": meter.stop(),
+    }  # fmt: skip
+
+
+async def _poll(done: Callable[[], Awaitable[bool]], what: str, limit_s: float = 300) -> float:
+    """The clock when ``done`` first answers True, looking every ``POLL_S``."""
+    deadline = clock() + limit_s
+    while not await done():
+        if clock() > deadline:
+            raise TimeoutError(f"events not all {what} after {limit_s:.0f} s")
+        await asyncio.sleep(POLL_S)
+    return clock()
+
+
+async def _all_committed(db: Database, events: int) -> bool:
+    async with db.session() as session:
+        audited = await session.scalar(select(func.count()).select_from(AuditRow))
+        counted = await session.scalar(select(func.count()).select_from(UsageEventSeenRow))
+    return (audited or 0) >= events and (counted or 0) >= events
+
+
+async def _all_acked(client: aioredis.Redis, stream: str, last: str) -> bool:
+    groups = {as_text(g["name"]): g for g in await client.xinfo_groups(stream)}
+    return all(
+        name in groups
+        and int(groups[name]["pending"]) == 0
+        and as_text(groups[name]["last-delivered-id"]) == last
+        for name in DURABLE_GROUPS
+    )
+
+
+def _acks_of(process: ManagedProcess, out: Path) -> JSONDict:
+    """What a consumer process wrote when stopped; it must have stopped cleanly."""
+    assert process.process is not None
+    if process.process.returncode != 0 or not out.is_file():
+        raise process.fail(f"stopped with status {process.process.returncode}, no {out.name}")
+    acks: JSONDict = json.loads(out.read_text())["acks"]
+    return acks
+
+
+def _ack_latencies(
+    sent: dict[str, float], acks: list[JSONDict]
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Ms from each event's XADD to its first XACK, per group and to the later of the two
+    (``both``); how many entries each group acknowledged more than once."""
+    first: dict[str, dict[str, float]] = {group: {} for group in DURABLE_GROUPS}
+    repeated = dict.fromkeys(DURABLE_GROUPS, 0)
+    for process_acks in acks:
+        for group, calls in process_acks.items():
+            for at, entries, _ in calls:
+                for entry in entries:
+                    repeated[group] += entry in first[group]
+                    first[group][entry] = min(at, first[group].get(entry, at))
+    for group, acked in first.items():
+        if acked.keys() != sent.keys():
+            missing, foreign = len(sent.keys() - acked.keys()), len(acked.keys() - sent.keys())
+            raise RuntimeError(
+                f"group {group}: {missing} events never acknowledged, {foreign} unknown acked"
+            )
+    latencies = {
+        group: [(first[group][entry] - at) * 1000 for entry, at in sent.items()]
+        for group in DURABLE_GROUPS
+    }
+    if min(min(values) for values in latencies.values()) < 0:
+        raise RuntimeError("an XACK before its XADD: the processes' clocks are not one clock")
+    latencies["both"] = [max(pair) for pair in zip(*latencies.values(), strict=True)]
+    return latencies, repeated
+
+
+async def _counted_once(db: Database, event_ids: list[str]) -> JSONDict:
+    """Check that every event has exactly one audit entry (under its id) and is in the usage
+    totals once (its id among the seen ids, the sums of requests and tokens exact)."""
+    async with db.session() as session:
+        audited = list(await session.scalars(select(AuditRow.id)))
+        seen = list(await session.scalars(select(UsageEventSeenRow.event_id)))
+        sums = select(
+            func.coalesce(func.sum(UsageRow.requests), 0),
+            func.coalesce(func.sum(UsageRow.prompt_tokens), 0),
+        )
+        requests, prompt_tokens = (await session.execute(sums)).one()
+    expected = sorted(event_ids)
+    problems = [
+        f"{what}: {len(got)} ids, {len(set(got))} distinct, {len(set(got) - set(expected))} "
+        f"unknown, {len(set(expected) - set(got))} missing"
+        for what, got in (("audit entries", audited), ("usage seen ids", seen))
+        if sorted(got) != expected
+    ]
+    each = _event().prompt_tokens
+    if (requests, prompt_tokens) != (len(expected), each * len(expected)):
+        problems.append(
+            f"usage totals: {requests} requests and {prompt_tokens} prompt tokens for "
+            f"{len(expected)} events of {each} tokens"
+        )
+    if problems:
+        raise RuntimeError("events not counted exactly once: " + "; ".join(problems))
+    return {"audit_entries": len(audited), "usage_requests": int(requests)}
 
 
 def _settings(
@@ -270,6 +521,8 @@ async def measure(args: argparse.Namespace) -> JSONDict:
     measured: JSONDict = {}
     if "bus" in args.parts:
         measured["bus"] = await _measure_bus(args)
+    if "consumers" in args.parts:
+        measured["consumers"] = await _measure_consumers(args)
     if "tracing" in args.parts:
         measured["tracing"] = await _measure_tracing(args)
     if "chat" in args.parts:
@@ -292,6 +545,21 @@ async def _measure_bus(args: argparse.Namespace) -> list[JSONDict]:
                   f"p50 {row['latency_ms']['p50']} ms p99 {row['latency_ms']['p99']} ms "
                   f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
     return bus
+
+
+async def _measure_consumers(args: argparse.Namespace) -> list[JSONDict]:
+    rows: list[JSONDict] = []
+    for rate in (None, args.rate):
+        for replicas in (1, 2):
+            quiet = wait_for_quiet(args.max_foreign_cores, timeout_s=args.quiet_timeout)
+            events = args.events if rate is None else min(args.events, int(args.rate * 10))
+            row = await _consumers_case(replicas, events, rate)
+            rows.append(row | {"quiet_wait": quiet})
+            both = row["latency_ms"]["both"]
+            print(f"consumers {replicas} replica(s) rate {rate}: {row['events_per_s']} ev/s "
+                  f"committed, acked by both p50 {both['p50']} ms p99 {both['p99']} ms "
+                  f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
+    return rows
 
 
 async def _measure_tracing(
@@ -383,6 +651,33 @@ def _bus_table(rows: list[JSONDict]) -> str:
     )
 
 
+def _consumers_table(rows: list[JSONDict]) -> str:
+    headers = ["publishing", "replicas", "events", "events/s committed", "audit p50 / p99 ms",
+               "usage p50 / p99 ms", "bench CPU ms/event", "consumers CPU ms/event",
+               "other work (cores)"]  # fmt: skip
+
+    def p50_p99(latency: JSONDict) -> str:
+        return f"{ms(latency['p50'], 1)} / {ms(latency['p99'], 1)}"
+
+    return markdown_table(
+        headers,
+        [
+            [
+                "flat out" if row["rate"] is None else f"{row['rate']:g}/s",
+                str(row["replicas"]),
+                f"{row['events']:,}",
+                f"{row['events_per_s']:,.0f}",
+                p50_p99(row["latency_ms"][AUDIT_GROUP]),
+                p50_p99(row["latency_ms"][USAGE_GROUP]),
+                ms(row["bench_cpu_ms_per_event"], 3),
+                ms(row["consumers_cpu_ms_per_event"], 3),
+                ms(row["foreign_cores_during"]),
+            ]
+            for row in rows
+        ],
+    )
+
+
 def _audit_table(rows: list[JSONDict]) -> str:
     headers = ["audit", "request", "CPU ms/request", "overhead ms", "overhead", "entries",
                "other work (cores)"]  # fmt: skip
@@ -413,6 +708,15 @@ def markdown(data: JSONDict) -> str:
             f"on {machine['cpu_model']} ({machine['cpus_usable']} cores, shared). "
             "Latency: publish (XADD) to the end of the handler; the XACK follows at once.",
             _bus_table(data["bus"]),
+        ]
+    if "consumers" in data:
+        sections += [
+            "Durable consumers: the production audit and usage consumers (one of each per "
+            "replica process, 100 handlers at once, a group commit to PostgreSQL before the "
+            "XACK). events/s: first publish to every audit entry and usage id in the "
+            "database; latency: just before the XADD to the group's XACK reply. Bench CPU: "
+            "publishing and polling; other work includes PostgreSQL's and Redis's.",
+            _consumers_table(data["consumers"]),
         ]
     if "tracing" in data:
         sections += [
@@ -455,7 +759,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-_RESULT_PARTS = ("bus", "tracing", "chat_tracing", "audit")
+_RESULT_PARTS = ("bus", "consumers", "tracing", "chat_tracing", "audit")
 
 
 def _previous() -> JSONDict:
