@@ -174,6 +174,15 @@ def report(seen: JSONDict) -> str:
             f"25 ms; block {drag['dragged']} moved by {drag['moves']} px (as dragged: "
             f"{drag['moved']})."
         )
+        cost = drag.get("costPerMove")
+        if cost:  # absent from results measured before it was recorded
+            notes.append(
+                f"Renderer CPU per mouse move of the drag (Chromium's own accounting, median "
+                f"of the rounds): main thread {cost['ThreadTime']:.2f} ms (script "
+                f"{cost['ScriptDuration']:.2f}, style {cost['RecalcStyleDuration']:.2f}, "
+                f"layout {cost['LayoutDuration']:.2f}), whole renderer process "
+                f"{cost['ProcessTime']:.2f} ms."
+            )
     table = markdown_table(["Measure (ms)", "n", "p50", "p95", "max", "Target", "Met"], rows)
     facts = seen["machine"]
     return (

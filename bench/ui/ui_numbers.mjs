@@ -139,6 +139,9 @@ function viewAfterImport(page) {
   });
 }
 
+const COST_METRICS = ["ThreadTime", "ProcessTime", "TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration"];
+const median = (values) => { const v = [...values].sort((a, b) => a - b); return Math.round(v[Math.floor(v.length / 2)] * 1000) / 1000; };
+
 async function dragFrames(page, yaml) {
   await page.goto(`${baseUrl}/workflows`);
   await page.locator(".react-flow__pane").waitFor();
@@ -169,6 +172,13 @@ async function dragFrames(page, yaml) {
   const node = page.locator(`.react-flow__node[data-id="${target}"] .wf-node-head`);
   const frames = [];
   const moves = [];
+  // The renderer's own accounting of each drag (CPU of its main thread and of the whole
+  // process, and where the main thread's time went), per mouse move: less sensitive than
+  // frame timings to other work on the machine.
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Performance.enable", { timeDomain: "threadTicks" });
+  const metrics = async () => Object.fromEntries((await cdp.send("Performance.getMetrics")).metrics.map((m) => [m.name, m.value]));
+  const costs = [];
   for (let round = 0; round < REPEATS; round += 1) {
     const box = await node.boundingBox();
     const x = box.x + box.width / 2, y = box.y + box.height / 2;
@@ -186,15 +196,18 @@ async function dragFrames(page, yaml) {
       requestAnimationFrame(tick);
     });
     await page.mouse.move(x, y);
+    const before = await metrics();
     await page.mouse.down();
     const dx = round % 2 === 0 ? 200 : -200;
     for (let step = 1; step <= 60; step += 1) {
       await page.mouse.move(x + (dx * step) / 60, y + 40 * Math.sin(step / 10));
     }
     await page.mouse.up();
+    const after = await metrics();
+    costs.push(Object.fromEntries(COST_METRICS.map((name) => [name, ((after[name] - before[name]) * 1000) / 60])));
     frames.push(await page.evaluate(() => { window.__frames.running = false; return window.__frames; }));
-    const after = await node.boundingBox();
-    moves.push(Math.round(after.x - box.x));
+    const moved = await node.boundingBox();
+    moves.push(Math.round(moved.x - box.x));
   }
   const intervals = frames.flatMap((f) => f.intervals), work = frames.flatMap((f) => f.work);
   return {
@@ -202,6 +215,8 @@ async function dragFrames(page, yaml) {
     moved: moves.every((m, i) => Math.abs(m - (i % 2 === 0 ? 200 : -200)) < 20),
     frameInterval: stats(intervals), frameWork: stats(work),
     framesOver16_7: intervals.filter((v) => v > 16.7 * 1.5).length,
+    // ms per mouse move, the median over the rounds
+    costPerMove: Object.fromEntries(COST_METRICS.map((name) => [name, median(costs.map((c) => c[name]))])),
   };
 }
 
