@@ -12,13 +12,18 @@ Recorded, after the response is sent:
 
 The entry names the caller's key (resolved through the authenticator's cache), the
 route (``DELETE /v1/admin/keys/{key_id}``), the path as the target, the client's
-address, the outcome from the status code, and the request id. Never a body.
+address, the outcome from the status code, and the request id. A change's query
+parameters are in its detail (``DELETE …/identities?issuer=&subject=`` says which
+identity went), except under ``/v1/auth/`` (a sign-in's code and state) and the values
+of parameters whose names say they hold a secret. Never a body.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from urllib.parse import parse_qsl
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +42,10 @@ NOT_AUDITED = (
     "/v1/responses",
     "/v1/conversations",
 )
+#: Query parameters whose values an entry never holds.
+SECRET_PARAM = re.compile(r"secret|token|password|passwd|key|code|state|credential", re.I)
+#: The most query parameters an entry keeps, and the longest value kept of each.
+MAX_PARAMS, MAX_VALUE = 20, 256
 
 
 def audited(method: str, path: str) -> bool:
@@ -105,6 +114,9 @@ def _entry(
         "request_id": scope.get("state", {}).get("request_id"),
         "key_name": key_name,
     }
+    query = _query(scope)
+    if query:
+        detail["query"] = query
     return NewAuditEntry(
         action=f"{scope['method']} {template}",
         target=scope["path"],
@@ -113,6 +125,18 @@ def _entry(
         address=client[0] if client else None,
         detail=detail,
     )
+
+
+def _query(scope: Scope) -> dict[str, str] | None:
+    """A change's query parameters as its entry keeps them (see the module docstring)."""
+    raw: bytes = scope.get("query_string", b"")
+    if not raw or scope["method"] not in CHANGES or scope["path"].startswith("/v1/auth/"):
+        return None
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)[:MAX_PARAMS]
+    return {
+        name[:MAX_VALUE]: "[redacted]" if SECRET_PARAM.search(name) else value[:MAX_VALUE]
+        for name, value in pairs
+    }
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

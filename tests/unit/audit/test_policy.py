@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from typing import cast
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from atrium.audit import audited, inference_entry, outcome_of
+from atrium.audit.middleware import AuditMiddleware
 from atrium.bus import RequestCompleted
+from atrium.gateway.auth import KeyAuthenticator
 from atrium.store.audit import GENESIS, NewAuditEntry, entry_hash
 
 
@@ -93,3 +97,44 @@ def test_hash_is_canonical_and_covers_every_field() -> None:
     ]
     assert base not in changed
     assert len(set(changed)) == len(changed)
+
+
+async def _recorded(method: str, path: str, query: bytes) -> NewAuditEntry:
+    """The entry the audit middleware records for one anonymous request."""
+    entries: list[NewAuditEntry] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    # No Authorization header: the authenticator is never asked.
+    middleware = AuditMiddleware(app, record=lambda e: entries.append(e) is None,
+                                 auth=cast(KeyAuthenticator, None))  # fmt: skip
+    scope = {"type": "http", "method": method, "path": path, "query_string": query,
+             "headers": [], "client": ("10.0.0.7", 5000)}  # fmt: skip
+    await middleware(scope, receive, send)
+    assert len(entries) == 1
+    return entries[0]
+
+
+async def test_a_change_names_its_query_parameters() -> None:
+    entry = await _recorded(
+        "DELETE", "/v1/admin/users/u1/identities", b"issuer=https%3A%2F%2Fidp.example&subject=s-1"
+    )
+    assert entry.target == "/v1/admin/users/u1/identities"
+    assert entry.detail["query"] == {"issuer": "https://idp.example", "subject": "s-1"}
+
+
+async def test_secret_parameters_and_sign_ins_keep_no_query_values() -> None:
+    change = await _recorded("POST", "/v1/admin/things", b"force=1&api_key=atr-x&token=t")
+    assert change.detail["query"] == {"force": "1", "api_key": "[redacted]", "token": "[redacted]"}
+    sign_in = await _recorded("GET", "/v1/auth/oidc/callback", b"code=c0de&state=s")
+    assert "query" not in sign_in.detail
+    read = await _recorded("GET", "/v1/admin/keys", b"limit=5")
+    assert "query" not in read.detail
