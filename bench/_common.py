@@ -409,6 +409,8 @@ class AtriumServer:
     source: Path | None = None
     # SQLAlchemy URL of the store; None: SQLite in the run folder (one process only).
     store_url: str | None = None
+    # More settings sections, as in the YAML file (a variant of the defaults).
+    extra: JSONDict = field(default_factory=dict)
     process: ManagedProcess | None = None
 
     @property
@@ -422,7 +424,7 @@ class AtriumServer:
         }
         if self.store_url is not None:
             config["store"] = {"url": self.store_url}
-        return config
+        return config | self.extra
 
     @property
     def config_path(self) -> Path:

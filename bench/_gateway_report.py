@@ -10,7 +10,8 @@ VS_PORTKEY = 1.0
 VS_LITELLM = 5.0
 MEMORY_GROWTH_PCT = 5.0
 KINDS = (("non_streaming", "non-streaming"), ("streaming", "streaming"))
-LABELS = {"atrium": "Atrium", "portkey": "Portkey", "litellm": "LiteLLM"}
+LABELS = {"atrium": "Atrium", "portkey": "Portkey", "litellm": "LiteLLM",
+          "atrium-noaudit": "Atrium, inference audit off"}  # fmt: skip
 
 
 def _rps(data: JSONDict, gateway: str, kind: str, conc: str) -> float | None:

@@ -342,10 +342,14 @@ class AtriumGateway(Gateway):
         self.source = source
         self.server = self._server()
 
+    #: Settings sections beyond the defaults (a variant of Atrium).
+    extra: JSONDict = {}
+
     def _server(self) -> AtriumServer:
         return AtriumServer(
-            self.phase_dir, atrium_models(self.ports), source=self.source, port=self.port
-        )
+            self.phase_dir, atrium_models(self.ports), source=self.source, port=self.port,
+            extra=self.extra,
+        )  # fmt: skip
 
     def start(self) -> None:
         """Start ``atrium serve`` (a fresh data folder) and wait for /readyz."""
@@ -365,6 +369,14 @@ class AtriumGateway(Gateway):
             "argv": self.process.argv if self.process else None,
             "config": {k: v for k, v in self.server.config.items() if k != "data_dir"},
         }
+
+
+class AtriumNoInferenceAuditGateway(AtriumGateway):
+    """Atrium with ``audit.record_inference`` off: beside ``atrium``, what writing each
+    request's audit entry (off the request, from its ``request.completed`` event) costs."""
+
+    name, label = "atrium-noaudit", "Atrium, inference audit off"
+    extra: JSONDict = {"audit": {"record_inference": False}}
 
 
 def atrium_models(ports: MockPorts) -> JSONDict:

@@ -31,7 +31,9 @@ Everything runs through the production code on 127.0.0.1:
   the consumer processes' CPU is counted apart; PostgreSQL's and Redis's is in the
   other work;
 - audit: the same for an audited request (``GET /v1/admin/alerts``: admin reads are
-  audited) with ``audit.record_api_calls`` off and on, each round ending with the
+  audited) with ``audit.record_api_calls`` off and on, and for a non-streaming chat
+  completion (the chat part's upstream) with ``audit.record_inference`` off and on (the
+  entry written from the ``request.completed`` event), each round ending with the
   recorder's flush so the entries' hash-chained inserts are counted;
 - tracing: CPU time per request of ``GET /v1/models`` through the whole ASGI app of
   a platform (``build_app``: request id, body limit, tracing, auth, audit, routing)
@@ -179,7 +181,12 @@ async def _bus_case(consumers: int, events: int, rate: float | None) -> JSONDict
 
 
 def _settings(
-    data_dir: Path, sampling: float | None, *, audit: bool, upstream: int | None = None
+    data_dir: Path,
+    sampling: float | None,
+    *,
+    audit: bool,
+    inference: bool = True,
+    upstream: int | None = None,
 ) -> Settings:
     tracing: dict[str, Any] = {"enabled": sampling is not None}
     if sampling is not None:
@@ -194,7 +201,7 @@ def _settings(
             "auth": {"bootstrap_key": KEY},
             "workflows": {"enabled": False},
             "tracing": tracing,
-            "audit": {"record_api_calls": audit},
+            "audit": {"record_api_calls": audit, "record_inference": inference},
             **({"models": models} if models else {}),
         }
     )
@@ -224,6 +231,7 @@ async def _app_case(
     *,
     path: str = "/v1/models",
     audit: bool = True,
+    inference: bool = True,
     upstream: int | None = None,
 ) -> JSONDict:
     """CPU ms per GET ``path`` through the app, median of ``rounds`` rounds; with
@@ -235,7 +243,9 @@ async def _app_case(
     if upstream is not None:
         path = CHAT
     with tempfile.TemporaryDirectory(prefix="atrium-bench-") as tmp:
-        settings = _settings(Path(tmp), sampling, audit=audit, upstream=upstream)
+        settings = _settings(
+            Path(tmp), sampling, audit=audit, inference=inference, upstream=upstream
+        )
         platform = build_platform(settings, announce_key=lambda _: None)
         exporter = InMemorySpanExporter()
         if platform.tracing is not None:
@@ -302,7 +312,8 @@ async def measure(args: argparse.Namespace) -> JSONDict:
         with chat_upstream() as port:
             measured["chat_tracing"] = await _measure_tracing(args, upstream=port)
     if "audit" in args.parts:
-        measured["audit"] = await _measure_audit(args)
+        with chat_upstream() as port:
+            measured["audit"] = await _measure_audit(args, upstream=port)
     return measured
 
 
@@ -352,16 +363,25 @@ async def _measure_tracing(
     return tracing
 
 
-async def _measure_audit(args: argparse.Namespace) -> list[JSONDict]:
+async def _measure_audit(args: argparse.Namespace, *, upstream: int) -> list[JSONDict]:
+    """An audited admin read with ``audit.record_api_calls`` off and on, then a chat
+    completion with ``audit.record_inference`` off and on (its entry is written from
+    the ``request.completed`` event, off the request)."""
     audit: list[JSONDict] = []
-    for record in (False, True):
-        quiet = wait_for_quiet(args.max_foreign_cores, timeout_s=args.quiet_timeout)
-        row = await _app_case(None, args.requests, args.rounds, path=AUDITED, audit=record)
-        audit.append(row | {"quiet_wait": quiet})
-        print(f"audit {record}: {row['cpu_ms_per_request']} CPU ms/request, "
-              f"{row['audit_entries']} entries "
-              f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
-    _overheads(audit)
+    for chat in (False, True):
+        pair: list[JSONDict] = []
+        for record in (False, True):
+            quiet = wait_for_quiet(args.max_foreign_cores, timeout_s=args.quiet_timeout)
+            row = await _app_case(
+                None, args.requests, args.rounds, path=AUDITED, audit=record or chat,
+                inference=record or not chat, upstream=upstream if chat else None,
+            )  # fmt: skip
+            pair.append(row | {"quiet_wait": quiet, "audit": record})
+            print(f"audit {record} {row['path']}: {row['cpu_ms_per_request']} CPU ms/request, "
+                  f"{row['audit_entries']} entries "
+                  f"(other work {row['foreign_cores_during']:.2f} cores)", flush=True)  # fmt: skip
+        _overheads(pair)
+        audit += pair
     return audit
 
 
@@ -459,7 +479,7 @@ def _audit_table(rows: list[JSONDict]) -> str:
         [
             [
                 "on" if row["audit"] else "off",
-                f"`GET {row['path']}`",
+                f"`{'POST' if row['path'] == CHAT else 'GET'} {row['path']}`",
                 ms(row["cpu_ms_per_request"], 3),
                 ms(row["overhead_cpu_ms"], 3),
                 f"{row['overhead_percent']:+.1f}%",
@@ -507,8 +527,12 @@ def markdown(data: JSONDict) -> str:
         ]
     if "audit" in data:
         sections += [
-            "Audit on the request path: CPU per audited request (an admin read), each "
-            "round including the flush of its entries (hash chain and insert, batched).",
+            "Audit on the request path: CPU per audited request (an admin read, with "
+            "`audit.record_api_calls` off and on; a non-streaming chat completion through "
+            "the gateway to the upstream of the chat tracing part, with "
+            "`audit.record_inference` off and on: its entry is written from the "
+            "`request.completed` event on the in-process bus), each round including the "
+            "flush of its entries (hash chain and insert, batched).",
             _audit_table(data["audit"]),
         ]
     return "\n\n".join(sections)

@@ -56,6 +56,7 @@ from _peers import (
     CHAT_PATH,
     PORTKEY_LIMITS,
     AtriumGateway,
+    AtriumNoInferenceAuditGateway,
     Gateway,
     LiteLLMGateway,
     MockPorts,
@@ -77,6 +78,8 @@ REWARM = 20
 # The body of the peers' wrk script (mock/chat.lua), so both measurements send the same.
 PROMPT = "Say hello in five words."
 GATEWAYS = ("atrium", "portkey", "litellm")
+#: Also accepted by --gateways: Atrium variants, measured beside ``atrium``.
+VARIANTS = ("atrium-noaudit",)
 KINDS = (("non_streaming", False), ("streaming", True))
 
 
@@ -180,8 +183,8 @@ def parse_options(argv: list[str] | None = None) -> Options:
         parser.set_defaults(**QUICK)
         args = parser.parse_args(argv)
     gateways = tuple(g.strip() for g in args.gateways.split(",") if g.strip())
-    if unknown := set(gateways) - set(GATEWAYS):
-        parser.error(f"unknown gateways {sorted(unknown)}; choose from {GATEWAYS}")
+    if unknown := set(gateways) - set(GATEWAYS) - set(VARIANTS):
+        parser.error(f"unknown gateways {sorted(unknown)}; choose from {GATEWAYS + VARIANTS}")
     return Options(
         peers_dir=args.peers_dir.resolve(),
         gateways=gateways,
@@ -478,6 +481,8 @@ def make_gateway(
     """The adapter for one gateway name."""
     if name == "atrium":
         return AtriumGateway(run_dir / "atrium", ports, source)
+    if name == "atrium-noaudit":
+        return AtriumNoInferenceAuditGateway(run_dir / name, ports, source)
     if name == "portkey":
         return PortkeyGateway(run_dir / "portkey", ports, peers)
     return LiteLLMGateway(run_dir / "litellm", ports, peers)
