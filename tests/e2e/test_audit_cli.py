@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from atrium.app import build_app, build_platform
-from atrium.core.settings import Settings
+from tests.integration._gateway import gateway_client
 
 pytestmark = pytest.mark.e2e
 
@@ -22,32 +20,13 @@ ADMIN_KEY = "atr-" + "b" * 40
 CLI_TIMEOUT_S = 120.0
 
 
-def _settings(data_dir: Path) -> Settings:
-    return Settings(
-        data_dir=data_dir,
-        auth={"bootstrap_key": ADMIN_KEY},  # type: ignore[arg-type]
-        models={},
-        workflows={"enabled": False},  # type: ignore[arg-type]
-    )
-
-
 async def _admin_calls(data_dir: Path) -> None:
     """Three admin calls through the real app; closing the platform writes their entries."""
-    settings = _settings(data_dir)
-    platform = build_platform(settings, announce_key=lambda _: None)
-    app = build_app(settings, platform)
-    await platform.start()
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://atrium",
-            headers={"authorization": f"Bearer {ADMIN_KEY}"},
-        ) as client:
-            for name in ("red", "green", "blue"):
-                created = await client.post("/v1/admin/teams", json={"name": name})
-                assert created.status_code == 201
-    finally:
-        await platform.close()
+    config = {"models": {}, "workflows": {"enabled": False}}
+    async with gateway_client(data_dir, ADMIN_KEY, config) as client:
+        for name in ("red", "green", "blue"):
+            created = await client.post("/v1/admin/teams", json={"name": name})
+            assert created.status_code == 201
 
 
 def _atrium(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,18 +9,22 @@ from pathlib import Path
 import httpx
 import orjson
 
-from atrium.app import build_app, build_platform
+from atrium.app import Platform, build_app, build_platform
 from atrium.core.settings import Settings
 
 
 @asynccontextmanager
-async def gateway_client(
-    data_dir: Path, key: str, config: Mapping[str, object]
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the started platform built from ``config``, with ``key`` as its bootstrap
-    key and the client's credential; the platform is closed afterwards."""
+async def running_gateway(
+    data_dir: Path, key: str, config: Mapping[str, object], *, request_timeout_s: float = 5.0
+) -> AsyncIterator[tuple[Platform, httpx.AsyncClient]]:
+    """The started platform built from ``config``, with ``key`` as its bootstrap key (added
+    to any ``auth`` settings in ``config``), and a client with ``key`` as its credential and
+    ``request_timeout_s`` seconds per request (httpx's default); the platform is closed
+    afterwards."""
+    auth = config.get("auth", {})
+    assert isinstance(auth, Mapping)
     settings = Settings.model_validate(
-        {"data_dir": data_dir, "auth": {"bootstrap_key": key}, **config}
+        {**config, "data_dir": data_dir, "auth": {**auth, "bootstrap_key": key}}
     )
     platform = build_platform(settings, announce_key=lambda _: None)
     app = build_app(settings, platform)
@@ -30,10 +34,20 @@ async def gateway_client(
             transport=httpx.ASGITransport(app),
             base_url="http://atrium",
             headers={"authorization": f"Bearer {key}"},
+            timeout=request_timeout_s,
         ) as http:
-            yield http
+            yield platform, http
     finally:
         await platform.close()
+
+
+@asynccontextmanager
+async def gateway_client(
+    data_dir: Path, key: str, config: Mapping[str, object]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the started platform built from ``config`` (see ``running_gateway``)."""
+    async with running_gateway(data_dir, key, config) as (_, http):
+        yield http
 
 
 def sse_text(raw: str) -> tuple[str, list[str]]:

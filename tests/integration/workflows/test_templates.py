@@ -27,10 +27,11 @@ import pytest
 import pytest_asyncio
 from fpdf import FPDF
 
-from atrium.app import Platform, build_app, build_platform
+from atrium.app import Platform
 from atrium.core.errors import InvalidRequestError, NotFoundError
-from atrium.core.settings import LlamaCppModel, OnnxEmbeddingModel, Settings
+from atrium.core.settings import LlamaCppModel, OnnxEmbeddingModel
 from atrium.workflows.templates import TemplateFileError, TemplateLibrary, parse_template
+from tests.integration._gateway import running_gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -123,32 +124,18 @@ class Running:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
-    data_dir = tmp_path_factory.mktemp("atrium")
-    settings = Settings(
-        data_dir=data_dir,
-        auth={"bootstrap_key": ADMIN_KEY, "cache_ttl_seconds": 0},  # type: ignore[arg-type]
-        models={
+    config = {
+        "auth": {"cache_ttl_seconds": 0},
+        "models": {
             "smol": LlamaCppModel(n_ctx=2048, aliases=["default"]),
             "minilm": OnnxEmbeddingModel(aliases=["default-embedding"]),
         },
-        workflows={  # type: ignore[arg-type]
-            "allowed_hosts": ["127.0.0.1"],
-            "sync_timeout_seconds": 240,
-        },
-    )
-    platform = build_platform(settings, announce_key=lambda _: None)
-    app = build_app(settings, platform)
-    await platform.start()
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app),
-            base_url="http://atrium",
-            headers={"authorization": f"Bearer {ADMIN_KEY}"},
-            timeout=300,
-        ) as admin:
-            yield Running(platform, admin)
-    finally:
-        await platform.close()
+        "workflows": {"allowed_hosts": ["127.0.0.1"], "sync_timeout_seconds": 240},
+    }
+    data_dir = tmp_path_factory.mktemp("atrium")
+    gateway = running_gateway(data_dir, ADMIN_KEY, config, request_timeout_s=300)
+    async with gateway as (platform, admin):
+        yield Running(platform, admin)
 
 
 async def _instantiate(running: Running, template: str, name: str, **body: Any) -> dict[str, Any]:
