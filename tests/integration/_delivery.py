@@ -2,7 +2,8 @@
 
 A consumer process receives events on a Redis Streams group while the test holds a database
 lock that keeps its commit waiting; the test kills it with the events unacknowledged, and a
-surviving consumer in the test takes them over once ``CLAIM_IDLE_MS`` has passed.
+surviving consumer in the test takes them over once ``CLAIM_IDLE_MS`` has passed. The bus's
+own tests use its polling and its process handling too.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +26,42 @@ TIMEOUT_S = 10.0
 CLAIM_IDLE_MS = 300
 
 
-async def until(check: Callable[[], Awaitable[bool]]) -> None:
-    """Return once ``check`` holds; fail after ``TIMEOUT_S``."""
-    async with asyncio.timeout(TIMEOUT_S):
+async def until(check: Callable[[], Awaitable[bool]], seconds: float = TIMEOUT_S) -> None:
+    """Return once ``check`` holds; fail after ``seconds``."""
+    async with asyncio.timeout(seconds):
         while True:
             if await check():
                 return
             await asyncio.sleep(0.02)
+
+
+@contextmanager
+def python_process(script: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """The Python ``script`` running with ``args``, its stdout piped as text; killed and
+    reaped afterwards if it still runs."""
+    process = subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+async def first_line(process: subprocess.Popen[str], seconds: float = TIMEOUT_S) -> str:
+    """The next line ``process`` writes (its announcement); fail after ``seconds``."""
+    assert process.stdout is not None
+    return (await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), seconds)).strip()
+
+
+async def sigkill(process: subprocess.Popen[str], seconds: float = TIMEOUT_S) -> None:
+    """Kill ``process`` with no chance to clean up, and check that it died of it."""
+    process.send_signal(signal.SIGKILL)
+    assert await asyncio.to_thread(process.wait, seconds) == -signal.SIGKILL
 
 
 async def drained(redis: aioredis.Redis, stream: str) -> bool:
@@ -78,22 +109,9 @@ class CrashGroup:
     async def kill_consumer(self, script: Path, database_url: str, count: int) -> None:
         """Start the consumer process ``script``, wait until it holds ``count`` entries
         unacknowledged (the caller's lock keeps its commit waiting), and SIGKILL it."""
-        consumer = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on below
-            [sys.executable, str(script), database_url, self.prefix, str(CLAIM_IDLE_MS)],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            assert consumer.stdout is not None
-            line = await asyncio.wait_for(asyncio.to_thread(consumer.stdout.readline), TIMEOUT_S)
-            assert line.strip() == "ready"
+        with python_process(script, database_url, self.prefix, str(CLAIM_IDLE_MS)) as consumer:
+            assert await first_line(consumer) == "ready"
             await until(lambda: self.pending(count))
             await asyncio.sleep(0.2)  # the handlers wait on the commit, the events unacked
             assert (await self.redis.xpending(self.stream, self.group))["pending"] == count
-            consumer.send_signal(signal.SIGKILL)
-            assert await asyncio.to_thread(consumer.wait, TIMEOUT_S) == -signal.SIGKILL
-        finally:
-            if consumer.poll() is None:
-                consumer.kill()
-                consumer.wait()
-            if consumer.stdout is not None:
-                consumer.stdout.close()
+            await sigkill(consumer)

@@ -7,7 +7,6 @@ import asyncio
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +16,17 @@ import redis.asyncio as aioredis
 from atrium.bus import RedisStreamsEventBus, RequestCompleted
 from atrium.bus.dedup import IdempotentHandler
 from atrium.bus.redis_streams import DeliveryPolicy
+from tests.integration._delivery import (
+    CLAIM_IDLE_MS,
+    TIMEOUT_S,
+    first_line,
+    python_process,
+    sigkill,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
-TIMEOUT_S = 10.0
-CLAIM_IDLE_MS = 300
 HERE = Path(__file__).parent
 
 
@@ -42,15 +47,8 @@ async def test_consumer_killed_mid_message_has_it_handled_once_by_another(
     shared_redis: tuple[aioredis.Redis, str],
 ) -> None:
     redis, prefix = shared_redis
-    doomed = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on below
-        [sys.executable, str(HERE / "_consumer_process.py"), prefix, str(CLAIM_IDLE_MS)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert doomed.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(doomed.stdout.readline), TIMEOUT_S)
-        assert line.strip() == "ready"
+    with python_process(HERE / "_consumer_process.py", prefix, str(CLAIM_IDLE_MS)) as doomed:
+        assert await first_line(doomed) == "ready"
         policy = DeliveryPolicy(claim_idle_ms=CLAIM_IDLE_MS, backoff_s=0.01, backoff_max_s=0.05)
         bus = RedisStreamsEventBus(redis, stream_prefix=prefix, block_ms=20, policy=policy)
         sent = [completed(n) for n in range(3)]
@@ -60,8 +58,7 @@ async def test_consumer_killed_mid_message_has_it_handled_once_by_another(
         assert started is not None
         assert started[1].decode() == sent[0].id  # the doomed consumer is mid-message
 
-        doomed.send_signal(signal.SIGKILL)
-        assert await asyncio.to_thread(doomed.wait, TIMEOUT_S) == -signal.SIGKILL
+        await sigkill(doomed)
 
         handled: list[str] = []
         done = asyncio.Event()
@@ -78,12 +75,6 @@ async def test_consumer_killed_mid_message_has_it_handled_once_by_another(
         await asyncio.wait_for(done.wait(), TIMEOUT_S)
         await asyncio.sleep(3 * CLAIM_IDLE_MS / 1000)  # any duplicate would have come by now
         await bus.close()
-    finally:
-        if doomed.poll() is None:
-            doomed.kill()
-            doomed.wait()
-        if doomed.stdout is not None:
-            doomed.stdout.close()
 
     assert sorted(handled) == sorted(event.id for event in sent)
     assert len(handled) == len(set(handled))
@@ -164,9 +155,11 @@ async def test_redis_restart_during_a_publish_burst_loses_no_event(
                 await asyncio.to_thread(redis_server.stop)
                 restart = asyncio.get_running_loop().call_later(0.3, redis_server.start)
             await bus.publish(event)  # waits out the restart
-        async with asyncio.timeout(TIMEOUT_S):
-            while len(received) < len(sent):  # noqa: ASYNC110 - polling a plain set
-                await asyncio.sleep(0.02)
+
+        async def all_received() -> bool:
+            return len(received) >= len(sent)
+
+        await until(all_received)
     finally:
         if restart is not None:
             restart.cancel()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +13,7 @@ from atrium.bus import RedisStreamsEventBus, RequestCompleted
 from atrium.bus.dedup import EventInProgressError, IdempotentHandler
 from atrium.bus.redis_streams import DeliveryPolicy, replay_offset
 from atrium.core.errors import InvalidRequestError, NotFoundError
+from tests.integration._delivery import until
 
 pytestmark = pytest.mark.integration
 
@@ -51,15 +52,6 @@ class Collector:
             await self._changed.wait_for(lambda: len(self.ids) >= count)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
-    """Poll Redis state through ``check`` until it holds; fail after TIMEOUT_S."""
-    deadline = asyncio.get_running_loop().time() + TIMEOUT_S
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 @pytest.fixture
 async def bus(redis: aioredis.Redis, prefix: str) -> AsyncIterator[RedisStreamsEventBus]:
     bus = RedisStreamsEventBus(
@@ -96,7 +88,7 @@ async def test_failing_handler_is_retried_then_dead_lettered_with_the_reason(
     async def dead_lettered() -> bool:
         return bool(await bus.dead_letters())
 
-    await eventually(dead_lettered)
+    await until(dead_lettered, TIMEOUT_S)
     await good.wait_for(1)
     assert attempts.count(poison.id) == FAST.max_deliveries
     [letter] = await bus.dead_letters()
@@ -128,14 +120,14 @@ async def test_retried_dead_letter_goes_to_its_group_alone(
     async def dead_lettered() -> bool:
         return bool(await bus.dead_letters())
 
-    await eventually(dead_lettered)
+    await until(dead_lettered, TIMEOUT_S)
     [letter] = await bus.dead_letters()
     broken = False
 
     await bus.retry_dead_letter(letter.id)
 
     await audit.wait_for(1)
-    await eventually(lambda: _zero(pending(redis, bus, "usage")))
+    await until(lambda: _zero(pending(redis, bus, "usage")), TIMEOUT_S)
     await asyncio.sleep(0.1)  # time enough for the usage group to see the retried entry
     assert audit.ids == [sent.id]
     assert usage.ids == [sent.id]
@@ -154,7 +146,7 @@ async def test_delete_dead_letter_and_bad_ids(bus: RedisStreamsEventBus) -> None
     async def dead_lettered() -> bool:
         return bool(await bus.dead_letters())
 
-    await eventually(dead_lettered)
+    await until(dead_lettered, TIMEOUT_S)
     [letter] = await bus.dead_letters()
     await bus.delete_dead_letter(letter.id)
     assert await bus.dead_letters() == []
@@ -186,7 +178,7 @@ async def test_entries_of_a_vanished_consumer_are_taken_over_by_another(
 
     await survivor.wait_for(3)
     assert sorted(survivor.ids) == sorted(event.id for event in sent)
-    await eventually(lambda: _zero(pending(redis, bus, "work")))
+    await until(lambda: _zero(pending(redis, bus, "work")), TIMEOUT_S)
 
 
 async def test_a_slow_live_consumer_keeps_its_entry(
@@ -205,13 +197,13 @@ async def test_a_slow_live_consumer_keeps_its_entry(
     await bus.subscribe(RequestCompleted, "work", "slow", slow)
     sent = completed()
     await bus.publish(sent)
-    await eventually(lambda: _true(bool(handled)))
+    await until(lambda: _true(bool(handled)), TIMEOUT_S)
     await bus.subscribe(RequestCompleted, "work", "other", other)
 
     await asyncio.sleep(3 * FAST.claim_idle_ms / 1000)  # three claim timeouts go by
     release.set()
 
-    await eventually(lambda: _zero(pending(redis, bus, "work")))
+    await until(lambda: _zero(pending(redis, bus, "work")), TIMEOUT_S)
     assert handled == [f"slow:{sent.id}"]
 
 
@@ -275,7 +267,7 @@ async def test_streams_show_length_groups_pending_and_lag(
         [stream] = await bus.streams()
         return stream.groups[0].pending >= 1
 
-    await eventually(one_pending)
+    await until(one_pending, TIMEOUT_S)
     [stream] = await bus.streams()
     gate.set()
 
@@ -312,7 +304,7 @@ async def test_idempotent_handler_refuses_an_event_in_progress_then_frees_a_fail
     handler = IdempotentHandler(redis, slow, scope="t", prefix=prefix, lease_ms=10_000)
     event = completed()
     first = asyncio.create_task(handler(event))
-    await eventually(lambda: _true_async(redis.exists(f"{prefix}t:{event.id}")))
+    await until(lambda: _true_async(redis.exists(f"{prefix}t:{event.id}")), TIMEOUT_S)
 
     with pytest.raises(EventInProgressError):
         await handler(event)

@@ -5,9 +5,6 @@ the dead letters are never touched. Also: urgent events do not queue behind a ba
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from atrium.bus import (
 )
 from atrium.bus._redis_consumer import as_text
 from atrium.bus.redis_streams import DeliveryPolicy
+from tests.integration._delivery import first_line, python_process, sigkill, until
 
 pytestmark = pytest.mark.integration
 
@@ -106,23 +104,9 @@ async def test_the_group_of_a_killed_replica_is_swept_by_a_live_one(
     shared_redis: tuple[aioredis.Redis, str],
 ) -> None:
     redis, prefix = shared_redis
-    doomed = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on below
-        [sys.executable, str(HERE / "_replica_process.py"), prefix, str(CLAIM_IDLE_MS)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert doomed.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(doomed.stdout.readline), TIMEOUT_S)
-        gone = line.strip()
-        doomed.send_signal(signal.SIGKILL)
-        assert await asyncio.to_thread(doomed.wait, TIMEOUT_S) == -signal.SIGKILL
-    finally:
-        if doomed.poll() is None:
-            doomed.kill()
-            doomed.wait()
-        if doomed.stdout is not None:
-            doomed.stdout.close()
+    with python_process(HERE / "_replica_process.py", prefix, str(CLAIM_IDLE_MS)) as doomed:
+        gone = await first_line(doomed, TIMEOUT_S)
+        await sigkill(doomed, TIMEOUT_S)
     idle_s = 3 * CLAIM_IDLE_MS / 1000
     bus = new_bus(redis, prefix, replica_group_idle_s=idle_s, housekeeping_interval_s=0.05)
     await bus.start()
@@ -130,11 +114,10 @@ async def test_the_group_of_a_killed_replica_is_swept_by_a_live_one(
     await bus.subscribe(KeyChanged, live, "c", ignore)
     assert await groups_of(bus) == {gone, live, "audit"}
 
-    async with asyncio.timeout(TIMEOUT_S):
-        while True:
-            if gone not in await groups_of(bus):
-                break
-            await asyncio.sleep(0.02)
+    async def swept() -> bool:
+        return gone not in await groups_of(bus)
+
+    await until(swept, TIMEOUT_S)
 
     # The live replica's group outlasts many sweeps and the idle bound itself.
     await asyncio.sleep(1.5 * idle_s)
