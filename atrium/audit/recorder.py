@@ -4,7 +4,6 @@ that turns every finished inference request into an entry."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -15,7 +14,7 @@ from functools import partial
 from sqlalchemy.exc import SQLAlchemyError
 
 from atrium.bus import EventBus, RequestCompleted, Subscription
-from atrium.bus.base import cancel_and_wait
+from atrium.bus.base import cancel_and_wait, group_commit_wait
 from atrium.gateway.guardrails import HOLD_BACK_CHARS, redact_pii
 from atrium.gateway.transcript import Transcript
 from atrium.store.audit import AuditRepository, NewAuditEntry
@@ -194,15 +193,7 @@ class AuditRecorder:
 
     async def _write_forever(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._flush_seconds):
-                    await self._waiting.wait()
-            if self._waiting.is_set():
-                # The other handlers the consumer started together queue their entries
-                # meanwhile (one transaction for all), and under load the stream gathers
-                # a bigger next batch while this one waits.
-                await asyncio.sleep(self._commit_delay_seconds)
-                self._waiting.clear()
+            await group_commit_wait(self._waiting, self._flush_seconds, self._commit_delay_seconds)
             await self.flush()
             if self._retry:
                 await asyncio.sleep(self._flush_seconds)  # the database failed: not at once

@@ -198,6 +198,25 @@ async def cancel_and_wait(task: asyncio.Task[None], *, recancel_after_s: float =
         await asyncio.wait([task], timeout=recancel_after_s)
 
 
+async def group_commit_wait(
+    waiting: asyncio.Event, flush_seconds: float, delay_seconds: float
+) -> None:
+    """Return once a handler waits for its commit (``waiting`` set), ``delay_seconds``
+    later so that the other handlers the consumer started together hand over their
+    events meanwhile (one transaction for all, and under load a bigger next batch), or
+    after ``flush_seconds`` when none waits. ``waiting`` is cleared.
+
+    The loop of a consumer that acknowledges an event only once it is committed (the
+    audit and usage recorders on a durable bus).
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(flush_seconds):
+            await waiting.wait()
+    if waiting.is_set():
+        await asyncio.sleep(delay_seconds)
+        waiting.clear()
+
+
 def raise_if_cancel_requested() -> None:
     """Raise ``CancelledError`` if the current task was cancelled and carried on.
 

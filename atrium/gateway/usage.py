@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -13,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy.exc import SQLAlchemyError
 
 from atrium.bus import EventBus, RequestCompleted, Subscription
-from atrium.bus.base import cancel_and_wait
+from atrium.bus.base import cancel_and_wait, group_commit_wait
 from atrium.store.usage import UsageEvent, UsageRecord, UsageRepository
 
 GROUP = "usage"
@@ -209,14 +208,7 @@ class UsageRecorder:
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._flush_seconds):
-                    await self._waiting.wait()
-            if self._waiting.is_set():
-                # The other handlers the consumer started together hand over their events
-                # meanwhile (one transaction for all).
-                await asyncio.sleep(self._commit_delay_seconds)
-                self._waiting.clear()
+            await group_commit_wait(self._waiting, self._flush_seconds, self._commit_delay_seconds)
             written = await self._write()
             if self._wait_for_commit and loop.time() >= next_prune:
                 next_prune = loop.time() + self._prune_every_seconds
