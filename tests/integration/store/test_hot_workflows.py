@@ -7,9 +7,7 @@ Redis (127.0.0.1:6379, under a prefix of this test's own).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from uuid import uuid4
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,21 +24,10 @@ from atrium.workflows.records import NewRun, NodeRecord, NodeStatus, RunOutcome,
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[tuple[aioredis.Redis, str]]:
-    client = aioredis.Redis(host="127.0.0.1", port=6379)
-    prefix = f"atrium-test:{uuid4().hex}:"
-    yield client, prefix
-    keys = [key async for key in client.scan_iter(match=prefix + "*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
-
-
 async def test_run_state_written_on_one_replica_is_read_fresh_on_the_other(
-    database: Database, redis_prefix: tuple[aioredis.Redis, str]
+    database: Database, shared_redis: tuple[aioredis.Redis, str]
 ) -> None:
-    client, prefix = redis_prefix
+    client, prefix = shared_redis
     worker = HotWorkflowRepository(database, RedisHotState(client, prefix=prefix), ttl_seconds=60)
     api = HotWorkflowRepository(database, RedisHotState(client, prefix=prefix), ttl_seconds=60)
     await worker.create_workflow("flow", "a flow", {"nodes": [], "edges": []}, "key_admin")
